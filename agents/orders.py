@@ -1,0 +1,206 @@
+"""The flagship workflow: order fulfilment by an inventory, a payment and a shipping agent.
+
+    OrderPlaced ─► reserve_stock ─► charge_payment ─► schedule_shipment ─► OrderCompleted
+                   (release_stock)  (refund_payment)  (cancel_shipment)
+
+Everything order-specific lives here and in :mod:`tools.orders`; the coordinators
+only see a :class:`~coordinator.workflow.Workflow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from langchain_core.language_models import BaseChatModel
+
+from agents.agent import Agent
+from agents.fake import ScriptedChatModel
+from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
+from coordinator.results import WorkflowResult, WorkflowStatus
+from coordinator.workflow import Step, StepEvents, Workflow
+from tools.orders import Order, ServiceUrls, order_tools
+from tools.sandbox import Sandbox, Scenario
+
+__all__ = [
+    "ORDER_FULFILMENT",
+    "check_order_effects",
+    "order_agents",
+    "order_fulfilment_app",
+]
+
+
+def _items(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"sku": i["sku"], "quantity": i["quantity"]} for i in order["items"]]
+
+
+def reservation_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Reserve exactly the order's items."""
+    return {"order_id": order["order_id"], "items": _items(order)}
+
+
+def charge_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Charge exactly the order total, in its currency, to its payment method."""
+    total = sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
+    return {
+        "order_id": order["order_id"],
+        "amount_cents": total,
+        "currency": order["currency"],
+        "payment_method": order["payment_method"],
+    }
+
+
+def shipment_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Ship the order's items to its address."""
+    return {"order_id": order["order_id"], "address": order["shipping_address"], "items": _items(order)}
+
+
+ORDER_FULFILMENT = Workflow(
+    name="order-fulfilment",
+    description="Reserve stock, take payment, schedule the shipment; undo in reverse on failure.",
+    input_model=Order,
+    id_field="order_id",
+    started_event="OrderPlaced",
+    completed_event="OrderCompleted",
+    cancelled_event="OrderCancelled",
+    steps=(
+        Step(
+            name="inventory",
+            agent="inventory",
+            action="reserve_stock",
+            compensation="release_stock",
+            events=StepEvents(
+                succeeded="InventoryReserved", failed="InventoryReservationFailed", compensated="InventoryReleased"
+            ),
+            description="Reserve stock for every item of the order.",
+            facts=reservation_facts,
+        ),
+        Step(
+            name="payment",
+            agent="payment",
+            action="charge_payment",
+            compensation="refund_payment",
+            events=StepEvents(succeeded="PaymentProcessed", failed="PaymentFailed", compensated="PaymentRefunded"),
+            description="Charge the order total to the customer's payment method.",
+            facts=charge_facts,
+        ),
+        Step(
+            name="shipping",
+            agent="shipping",
+            action="schedule_shipment",
+            compensation="cancel_shipment",
+            events=StepEvents(succeeded="ShipmentScheduled", failed="ShipmentFailed", compensated="ShipmentCancelled"),
+            description="Schedule the shipment of the order's items to its address.",
+            facts=shipment_facts,
+        ),
+    ),
+)
+
+INSTRUCTIONS = {
+    "inventory": (
+        "You are the inventory agent of a shop. You reserve stock for orders by calling your tool. "
+        "Use exactly the order id and items you are given; never invent items or quantities."
+    ),
+    "payment": (
+        "You are the payment agent of a shop. You charge customers by calling your tool. "
+        "Charge exactly the amount, currency and payment method you are given; never round or guess."
+    ),
+    "shipping": (
+        "You are the shipping agent of a shop. You schedule shipments by calling your tool. "
+        "Use exactly the order id, address and items you are given."
+    ),
+}
+
+_OWNED_TOOLS = {
+    "inventory": ("reserve_stock", "release_stock"),
+    "payment": ("charge_payment", "refund_payment"),
+    "shipping": ("schedule_shipment", "cancel_shipment"),
+}
+
+
+def order_agents(
+    *,
+    client: httpx.AsyncClient,
+    model: BaseChatModel | Mapping[str, BaseChatModel] | None = None,
+    urls: ServiceUrls | None = None,
+) -> list[Agent]:
+    """The three order agents, their tools calling the services through ``client``.
+
+    ``model`` is one chat model for all agents, or a mapping agent name -> model
+    (agents not named get the scripted fake). Default: the scripted fake, which
+    follows its task exactly.
+    """
+    tools = order_tools(client=client, urls=urls or ServiceUrls())
+    agents = []
+    for name, owned in _OWNED_TOOLS.items():
+        chosen = model.get(name) if isinstance(model, Mapping) else model
+        agents.append(
+            Agent(
+                name=name,
+                instructions=INSTRUCTIONS[name],
+                tools=[tools[t] for t in owned],
+                model=chosen or ScriptedChatModel(),
+            )
+        )
+    return agents
+
+
+def check_order_effects(sandbox: Sandbox, results: Sequence[WorkflowResult]) -> list[str]:
+    """Inconsistencies between the orders' outcomes and the services' state.
+
+    A completed order holds exactly one reservation, one captured charge of its
+    total and one scheduled shipment, and nothing else; a compensated order holds
+    nothing (whatever it made is released, refunded, cancelled) and made each kind
+    of effect at most once; stock is conserved (initial stock minus held
+    reservations). Returns one line per problem, empty when consistent.
+    """
+    problems: list[str] = []
+    completed = {"reservation:held": 1, "charge:captured": 1, "shipment:scheduled": 1}
+    for result in results:
+        order_id = result.workflow_id
+        effects = sandbox.effects_for(order_id)
+        if result.status is WorkflowStatus.COMPLETED:
+            if effects.counts != completed:
+                problems.append(f"{order_id}: completed but holds {effects.counts}, want {completed}")
+            total = Order.model_validate(result.events[0].data["input"]).total_cents
+            charged = [c.amount_cents for c in effects.charges]
+            if charged != [total]:
+                problems.append(f"{order_id}: charged {charged}, want exactly [{total}]")
+        elif result.status is WorkflowStatus.COMPENSATED:
+            if effects.outstanding:
+                problems.append(f"{order_id}: compensated but still holds {effects.outstanding}")
+            repeated = {kind: n for kind, n in effects.counts.items() if n > 1}
+            if repeated:
+                problems.append(f"{order_id}: an effect was made more than once: {repeated}")
+    held: dict[str, int] = {}
+    for reservation in sandbox.inventory.reservations.values():
+        if reservation.status == "held":
+            for item in reservation.items:
+                held[item.sku] = held.get(item.sku, 0) + item.quantity
+    for sku, initial in sandbox.inventory.initial_stock.items():
+        if sandbox.inventory.stock[sku] != initial - held.get(sku, 0):
+            problems.append(
+                f"stock of {sku} is {sandbox.inventory.stock[sku]}, want {initial} - {held.get(sku, 0)} held"
+            )
+    return problems
+
+
+@asynccontextmanager
+async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironment]:
+    scenario = Scenario.from_file(options.scenario) if options.scenario else Scenario.default()
+    if options.transient_rate or options.seed:
+        scenario = scenario.model_copy(update={"transient_rate": options.transient_rate, "seed": options.seed})
+    sandbox = Sandbox(scenario)
+    async with sandbox.client() as client:
+        yield AppEnvironment(
+            agents=order_agents(client=client),
+            validation_context={"known_skus": set(scenario.catalogue)},
+            check=lambda results: check_order_effects(sandbox, results),
+            extras={"sandbox": sandbox},
+        )
+
+
+#: The flagship app: ``coordinator run examples/orders.jsonl`` runs this.
+order_fulfilment_app = WorkflowApp(workflow=ORDER_FULFILMENT, environment=_order_environment)

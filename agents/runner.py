@@ -1,0 +1,325 @@
+"""Running one step with its agent: the model chooses, the guard checks, the tool acts.
+
+:class:`StepRunner` is what both coordinators call to do or undo a step, so a step
+behaves the same under orchestration and choreography:
+
+1. the agent's model gets its instructions and a structured task message (the step's
+   facts, see :mod:`agents.task`) with only the agent's *action* tools bound;
+2. the guard checks the answer: exactly one tool call; a tool of this agent; this
+   step's action; arguments valid against the tool's schema; values equal to the
+   workflow's facts. A refused answer is sent back to the model as an error naming
+   what was wrong, and the model is re-asked, at most ``max_reasks`` times;
+3. the tool runs with a :class:`~coordinator.context.ToolCallContext` (so it sends an
+   idempotency key); transient failures are retried with bounded backoff; a business
+   failure or exhausted retries fail the step.
+
+Compensation is never a model's decision: :meth:`StepRunner.compensate` calls the
+step's compensation tool directly with arguments taken from the step's recorded
+result, retrying transient failures with its own (longer) backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ValidationError
+
+from agents.agent import Agent
+from agents.task import render_task
+from coordinator.context import ToolCallContext
+from coordinator.errors import StepError, TransientFailure, WorkflowDefinitionError
+from coordinator.results import Usage
+from coordinator.saga import StepReport
+from coordinator.settings import Backoff, RunSettings
+from coordinator.workflow import Step, Workflow
+
+__all__ = ["StepRunner"]
+
+log = logging.getLogger(__name__)
+
+RESERVED_NODE_NAMES = frozenset({"supervisor", "compensate", "__start__", "__end__"})
+
+
+class StepRunner:
+    """A workflow bound to its agents, ready to do and undo steps.
+
+    Construction validates the pairing and raises :class:`WorkflowDefinitionError`
+    naming the step and the missing agent or tool. Safe to share between concurrent
+    runs: it holds no per-run state.
+    """
+
+    def __init__(self, workflow: Workflow, agents: Sequence[Agent], *, settings: RunSettings | None = None) -> None:
+        self.workflow = workflow
+        self.settings = settings or RunSettings()
+        self.agents: dict[str, Agent] = {}
+        for agent in agents:
+            if agent.name in self.agents:
+                raise WorkflowDefinitionError(f"two agents are named {agent.name!r}; agent names must be unique")
+            if agent.name in RESERVED_NODE_NAMES:
+                raise WorkflowDefinitionError(
+                    f"agent name {agent.name!r} is reserved; rename it (reserved: {sorted(RESERVED_NODE_NAMES)})"
+                )
+            self.agents[agent.name] = agent
+        actions: dict[str, list[BaseTool]] = {}
+        for step in workflow.steps:
+            if step.agent not in self.agents:
+                raise WorkflowDefinitionError(
+                    f"step {step.name!r} of workflow {workflow.name!r} names agent {step.agent!r}, "
+                    f"but no such agent was given; agents: {sorted(self.agents)}"
+                )
+            agent = self.agents[step.agent]
+            actions.setdefault(agent.name, [])
+            action = _step_tool(agent, step, step.action, "action")
+            if action not in actions[agent.name]:
+                actions[agent.name].append(action)
+            if step.compensation is not None:
+                _step_tool(agent, step, step.compensation, "compensation")
+        # The model only ever sees action tools: compensation is not its decision.
+        self._offered: dict[str, list[str]] = {name: sorted(t.name for t in tools) for name, tools in actions.items()}
+        self._bound: dict[str, Runnable[Any, BaseMessage]] = {
+            name: self.agents[name].model.bind_tools(tools) for name, tools in actions.items()
+        }
+
+    def agent_for(self, step: Step) -> Agent:
+        return self.agents[step.agent]
+
+    # -- doing -------------------------------------------------------------------------
+
+    async def perform(
+        self,
+        step: Step,
+        *,
+        workflow_id: str,
+        input: Mapping[str, Any],
+        results: Mapping[str, Mapping[str, Any]],
+    ) -> StepReport:
+        """Do ``step`` for run ``workflow_id``: model call(s), guard, tool call.
+
+        Never raises for a failure of the step itself (business, transient after
+        retries, model misbehaviour after re-asks): those come back as a report with
+        ``ok=False`` and a reason naming what went wrong.
+        """
+        agent = self.agents[step.agent]
+        tool = agent.tool(step.action)
+        facts = _json_normal(self._facts(step, tool, input, results))
+        messages: list[BaseMessage] = [
+            SystemMessage(agent.instructions),
+            HumanMessage(
+                render_task(
+                    workflow=self.workflow.name,
+                    workflow_id=workflow_id,
+                    step=step.name,
+                    description=step.description,
+                    tool=step.action,
+                    arguments=facts,
+                )
+            ),
+        ]
+        usage = Usage()
+        rejections: list[str] = []
+        model = self._bound[agent.name]
+        for _ in range(self.settings.max_reasks + 1):
+            try:
+                answer = await self._ask(model, messages, key=f"{workflow_id}/{step.name}/model")
+            except StepError as exc:
+                return StepReport(ok=False, reason=exc.reason, usage=usage, rejections=tuple(rejections))
+            usage = usage + _usage_of(answer)
+            arguments, problem = self._check(agent, step, tool, facts, answer)
+            if problem is None:
+                break
+            rejections.append(problem)
+            messages.append(answer)
+            if answer.tool_calls:
+                # Every tool call must be answered, or chat APIs refuse the next request.
+                for call in answer.tool_calls:
+                    messages.append(ToolMessage(f"Error: {problem}", tool_call_id=call.get("id") or ""))
+            else:
+                messages.append(HumanMessage(f"Error: {problem}"))
+        else:
+            reason = f"model of agent {agent.name!r} misbehaved {len(rejections)} times: {rejections[-1]}"
+            return StepReport(ok=False, reason=reason, usage=usage, rejections=tuple(rejections))
+        context = ToolCallContext(workflow_id, step.name, step.action)
+        report = await self._call_tool(tool, arguments, context, self.settings.tool_retries)
+        return StepReport(
+            ok=report.ok,
+            result=report.result,
+            reason=report.reason,
+            usage=usage + report.usage,
+            rejections=tuple(rejections),
+        )
+
+    # -- undoing -----------------------------------------------------------------------
+
+    async def compensate(self, step: Step, *, workflow_id: str, result: Mapping[str, Any]) -> StepReport:
+        """Undo ``step`` of run ``workflow_id`` given its recorded ``result``.
+
+        A step without a compensation tool reports ``ok`` with no result: there is
+        nothing to undo. Transient failures are retried with
+        ``settings.compensation_retries``; a report with ``ok=False`` means the undo
+        could not complete and a person must look.
+        """
+        if step.compensation is None:
+            return StepReport(ok=True, result=None)
+        agent = self.agents[step.agent]
+        tool = agent.tool(step.compensation)
+        if step.compensation_facts is not None:
+            arguments = dict(step.compensation_facts(result))
+        else:
+            accepted = _schema_fields(tool)
+            arguments = {k: v for k, v in result.items() if accepted is None or k in accepted}
+        context = ToolCallContext(workflow_id, step.name, step.compensation)
+        return await self._call_tool(tool, arguments, context, self.settings.compensation_retries)
+
+    # -- parts -------------------------------------------------------------------------
+
+    def _facts(
+        self, step: Step, tool: BaseTool, input: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
+    ) -> Mapping[str, Any]:
+        if step.facts is not None:
+            return step.facts(input, results)
+        accepted = _schema_fields(tool)
+        return {k: v for k, v in input.items() if accepted is None or k in accepted}
+
+    async def _ask(self, model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, key: str) -> AIMessage:
+        """One model answer; errors calling the model are retried like transient tool failures."""
+        backoff = self.settings.tool_retries
+        for attempt in range(1, backoff.max_attempts + 1):
+            try:
+                answer = await model.ainvoke(messages)
+            except Exception as exc:  # a provider's own error types are unknown here
+                if attempt == backoff.max_attempts:
+                    raise TransientFailure(
+                        f"model call failed {attempt} times, last: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.warning("model call failed (%s), retrying: %s", key, exc)
+                await asyncio.sleep(backoff.delay(attempt, key=key))
+                continue
+            if not isinstance(answer, AIMessage):
+                raise TransientFailure(f"model returned {type(answer).__name__}, expected an AIMessage")
+            return answer
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check(
+        self, agent: Agent, step: Step, tool: BaseTool, facts: Mapping[str, Any], answer: AIMessage
+    ) -> tuple[dict[str, Any], str | None]:
+        """The guard: the validated arguments, or a problem the model is told about."""
+        calls = answer.tool_calls
+        if not calls:
+            return {}, f"you answered without calling a tool; call `{step.action}` exactly once"
+        if len(calls) > 1:
+            names = ", ".join(f"`{c['name']}`" for c in calls)
+            return {}, f"you made {len(calls)} tool calls at once ({names}); make exactly one call of `{step.action}`"
+        call = calls[0]
+        if call["name"] != step.action:
+            if call["name"] not in {t.name for t in agent.tools}:
+                offered = self._offered[agent.name]
+                return {}, f"unknown tool `{call['name']}`; your tools are {offered}; call `{step.action}`"
+            return {}, f"tool `{call['name']}` is not this step's action; call `{step.action}`"
+        arguments = dict(call.get("args") or {})
+        schema = tool.args_schema
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            try:
+                validated = schema.model_validate(arguments).model_dump(mode="json")
+            except ValidationError as exc:
+                detail = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<arguments>'}: {e['msg']}" for e in exc.errors()
+                )
+                return {}, f"invalid arguments for `{step.action}`: {detail}"
+        else:
+            validated = _json_normal(arguments)
+        for key, expected in facts.items():
+            if key not in validated:
+                return {}, f"argument `{key}` is missing; it must be {json.dumps(expected, sort_keys=True)}"
+            if validated[key] != expected:
+                return {}, (
+                    f"argument `{key}`={json.dumps(validated[key], sort_keys=True)} does not match the "
+                    f"workflow's value {json.dumps(expected, sort_keys=True)}"
+                )
+        return arguments, None
+
+    async def _call_tool(
+        self, tool: BaseTool, arguments: Mapping[str, Any], context: ToolCallContext, backoff: Backoff
+    ) -> StepReport:
+        """Call ``tool``, retrying transient failures; never raises for a step failure."""
+        calls = 0
+        reason = ""
+        for attempt in range(1, backoff.max_attempts + 1):
+            calls += 1
+            try:
+                output = await tool.ainvoke(dict(arguments), config=context.as_config())
+            except StepError as exc:
+                reason = exc.reason
+                if not exc.retryable:
+                    return StepReport(ok=False, reason=reason, usage=Usage(tool_calls=calls))
+                if attempt < backoff.max_attempts:
+                    await asyncio.sleep(backoff.delay(attempt, key=context.idempotency_key))
+                continue
+            except ValidationError as exc:
+                return StepReport(
+                    ok=False, reason=f"invalid arguments for `{tool.name}`: {exc}", usage=Usage(tool_calls=calls)
+                )
+            except Exception as exc:
+                # A tool that raises something other than a StepError has a bug; the saga
+                # must still end cleanly, so the step fails with the error named.
+                log.exception("tool %s raised an unexpected error", tool.name)
+                return StepReport(
+                    ok=False,
+                    reason=f"tool `{tool.name}` raised {type(exc).__name__}: {exc}",
+                    usage=Usage(tool_calls=calls),
+                )
+            return StepReport(ok=True, result=_as_result(output), usage=Usage(tool_calls=calls))
+        return StepReport(
+            ok=False,
+            reason=f"gave up after {calls} attempts of `{tool.name}`, last: {reason}",
+            usage=Usage(tool_calls=calls),
+        )
+
+
+def _step_tool(agent: Agent, step: Step, name: str, role: str) -> BaseTool:
+    try:
+        return agent.tool(name)
+    except WorkflowDefinitionError as exc:
+        raise WorkflowDefinitionError(f"step {step.name!r}: {role} tool {name!r} not found: {exc}") from None
+
+
+def _schema_fields(tool: BaseTool) -> frozenset[str] | None:
+    schema = tool.args_schema
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return frozenset(schema.model_fields)
+    if isinstance(schema, dict):
+        return frozenset(schema.get("properties", {}))
+    return None
+
+
+def _usage_of(answer: AIMessage) -> Usage:
+    meta = answer.usage_metadata
+    if meta is None:
+        return Usage(model_calls=1)
+    return Usage(model_calls=1, input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
+
+
+def _json_normal(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The value as it looks after a JSON round trip (tuples to lists, etc.)."""
+    normal: dict[str, Any] = json.loads(json.dumps(dict(value), default=str))
+    return normal
+
+
+def _as_result(output: Any) -> dict[str, Any]:
+    if isinstance(output, dict):
+        return output
+    if isinstance(output, str):
+        try:
+            parsed = json.loads(output)
+        except json.JSONDecodeError:
+            return {"output": output}
+        return parsed if isinstance(parsed, dict) else {"output": parsed}
+    if isinstance(output, BaseModel):
+        return output.model_dump(mode="json")
+    return {"output": output}

@@ -1,0 +1,200 @@
+"""The event bus seam: publish events, subscribe consumer groups to event types.
+
+Everything the choreography coordinator needs from a message broker is the two
+protocols below, :class:`EventBus` and :class:`Subscription`. Backends (the
+in-memory bus beside this module; RabbitMQ or NATS later) implement them and must
+pass the contract suite in ``tests/contract`` -- it is the executable form of the
+contract written here.
+
+The contract, in one place
+--------------------------
+
+Routing
+    A *group* is a named, durable queue; a group is *bound* to event types. Every
+    published event is delivered to every group bound to its ``type`` (fan-out across
+    groups). Within a group, members *compete*: each event is handled by one member.
+    A group's bindings are the union of the types its members subscribed with, and
+    they exist from the first subscribe that named them on; they are never removed
+    (closing the last member leaves the queue in place, still collecting events).
+    Events published before a group was bound to their type are *not* delivered to
+    it -- as with a broker queue that did not exist yet. Start subscribers first.
+
+    Since members share the group's queue, a member may be handed any type its group
+    is bound to, not just the types it named: give all members of a group the same
+    types.
+
+Delivery and ack (at-least-once)
+    A handler that returns *acks* the event: it is settled and never delivered to
+    that group again. A handler that raises *nacks* it: the event is redelivered to
+    the group (to any member, after a backoff) until it has been delivered
+    ``max_deliveries`` times in total; then it is *dead-lettered* with the last error
+    and no longer delivered. :meth:`EventBus.replay_dead_letters` puts dead letters
+    back into their group's queue with a fresh delivery count.
+
+    Delivery is at-least-once, never exactly-once: a redelivery, a member closed
+    mid-handler or a broker reconnect can hand the same event to a group twice.
+    **Handlers must be idempotent** -- deduplicate on ``event.id`` (ids are
+    deterministic, see :mod:`coordinator.events`), or make the effect idempotent.
+
+    Each delivery hands the handler a freshly parsed :class:`Event`: events cross the
+    bus as JSON, so a handler never shares an object with the publisher or with
+    another group.
+
+Ordering
+    A group with a single member subscribed with ``concurrency=1`` receives events
+    in publish order (FIFO per group) on first delivery. A redelivered event may
+    arrive after events published later. With several members or ``concurrency > 1``
+    there is no ordering guarantee.
+
+Concurrency
+    ``concurrency`` is the number of handler calls one member may have running at
+    once (its prefetch). Handlers run on the event loop of the caller of
+    ``subscribe``; a handler that blocks the loop blocks the bus.
+
+Close
+    :meth:`Subscription.close` stops the member taking deliveries and lets its
+    in-flight handlers finish; events it had not taken stay in the group's queue for
+    the other members or a future one. :meth:`EventBus.close` stops accepting
+    publishes and subscribes, lets handlers finish (bounded by a timeout) and
+    cancels the members. Nothing ``publish`` accepted is lost by either close: it is
+    handled, or it is still in the broker (or, for a bus without a broker behind it,
+    in :meth:`EventBus.dead_letters`).
+
+Errors
+    Every failure is a :class:`~coordinator.errors.BusError`; backend exceptions are
+    translated at the seam. :class:`~coordinator.errors.BusClosed` is raised by
+    publish, subscribe and replay after close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from coordinator.events import Event
+
+__all__ = ["BusStats", "DeadLetter", "EventBus", "Handler", "Subscription"]
+
+Handler = Callable[[Event], Awaitable[None]]
+"""An event handler: returns to ack, raises to nack (the event is redelivered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a group gave up on.
+
+    ``error`` is the last failure as ``"ExceptionType: message"``; ``deliveries`` is
+    how many times the event had been handed to the group's handlers.
+    """
+
+    event: Event
+    group: str
+    error: str
+    deliveries: int
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters since the bus was opened ("messages on the bus", for benchmarks).
+
+    * ``published`` -- events :meth:`EventBus.publish` accepted (once per publish,
+      however many groups they were routed to);
+    * ``delivered`` -- handler calls, across all groups, counting redeliveries;
+    * ``acked`` -- deliveries whose handler returned;
+    * ``redelivered`` -- deliveries put back in a queue after the handler raised;
+    * ``dead_lettered`` -- events given up on (see :class:`DeadLetter`).
+    """
+
+    published: int = 0
+    delivered: int = 0
+    acked: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """One member of a consumer group, as returned by :meth:`EventBus.subscribe`."""
+
+    async def close(self) -> None:
+        """Stop taking deliveries and return once this member's in-flight handlers
+        have finished (a backend may bound the wait and cancel them, which nacks
+        their events).
+
+        Events this member had not taken -- and the ones it was handling if they
+        were cancelled or failed -- stay in the group's queue for the other members
+        or a future one: nothing is lost. Closing twice is a no-op.
+        """
+        ...
+
+
+@runtime_checkable
+class EventBus(Protocol):
+    """Publishes events and delivers them to consumer groups.
+
+    See the module docstring for the full contract (routing, at-least-once delivery,
+    dead letters, ordering, concurrency, close).
+    """
+
+    async def publish(self, event: Event) -> None:
+        """Route ``event`` to every group bound to ``event.type``.
+
+        Returns once the bus has durably accepted the event (for the in-memory bus:
+        enqueued to every bound group; for a broker: confirmed by it). From then on
+        the event will be delivered at least once to each of those groups (or
+        dead-lettered), whatever happens to the publisher. An event of a type no
+        group is bound to is accepted and dropped.
+
+        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`, and
+        :class:`~coordinator.errors.BusError` when the event was not accepted (it
+        may be retried: handlers are idempotent).
+        """
+        ...
+
+    async def subscribe(
+        self,
+        group: str,
+        types: Collection[str],
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+    ) -> Subscription:
+        """Join consumer ``group`` as a new member handling ``types`` with ``handler``.
+
+        Binds the group to ``types`` (adding to its existing bindings) before
+        returning, so every event of those types published after this call returns
+        reaches the group. Members of one group compete for its events; separate
+        groups each get every event they are bound to. ``concurrency`` (>= 1) is how
+        many ``handler`` calls this member may run at once; ``1`` keeps FIFO order.
+
+        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`,
+        ``ValueError`` for an empty group name, no types or ``concurrency < 1``, and
+        ``TypeError`` when ``types`` is a single string.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Stop accepting publishes and subscribes, let handlers finish, stop members.
+
+        Handlers still running after the backend's close timeout are cancelled (their
+        events are nacked, not lost). Closing twice is a no-op; the second call waits
+        for the first to finish.
+        """
+        ...
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The events currently dead-lettered, oldest first (a copy)."""
+        ...
+
+    async def replay_dead_letters(self, group: str | None = None) -> int:
+        """Put the dead letters of ``group`` (all groups when None) back into their
+        group's queue with a fresh delivery count; return how many were replayed.
+
+        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`.
+        """
+        ...
+
+    def stats(self) -> BusStats:
+        """A snapshot of this bus's counters (a copy; later traffic does not change it)."""
+        ...

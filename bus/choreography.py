@@ -1,0 +1,246 @@
+"""Choreography: a workflow compiled into per-participant event subscriptions.
+
+There is no coordinator. :func:`subscription_tables` splits the saga's rules
+(:meth:`coordinator.saga.Saga.triggers`) by owner, so each participant learns only
+the event types that concern it and what to do on each:
+
+* an **agent** performs its step on its trigger event (``OrderPlaced`` for the first
+  step, the previous step's success event for the others) and emits its success or
+  failure event; on the *next* step's failure, compensation or failed-compensation
+  event it undoes its own step (from the result carried in the event) and emits its
+  compensated event -- so compensation runs in reverse order, by events alone;
+* the workflow's **owner** emits the completed event after the last step's success,
+  and the cancelled event once the first step has been undone (or has failed);
+* the **projection** (:class:`StatusProjection`) only listens: it collects each
+  run's events and records its final status. It decides nothing.
+
+Each participant subscribes under its own consumer group (``<workflow>.<name>``),
+so several copies of one participant compete for its events, and a new reaction
+(a notification agent on ``ShipmentScheduled``) joins by subscribing under a new
+group without touching anything else.
+
+Delivery is at-least-once. A redelivered event is a no-op thanks to the inbox (a
+participant remembers the event ids it handled) and, below it, to the idempotency
+keys every tool call carries; emitted events have deterministic ids, so a repeated
+emission is recognised downstream too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.runner import StepRunner
+from bus.base import EventBus, Subscription
+from coordinator.errors import CoordinatorError
+from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
+from coordinator.events import Event
+from coordinator.results import WorkflowResult
+from coordinator.saga import Action, NextAction, Saga
+
+__all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
+
+OWNER = "owner"
+PROJECTION = "projection"
+
+
+def subscription_tables(saga: Saga) -> dict[str, dict[str, NextAction]]:
+    """participant name -> {event type -> what that participant does on it}.
+
+    Agents are named by the workflow's steps; ``owner`` ends runs. The projection
+    is not listed: it reacts to nothing, it only records.
+    """
+    tables: dict[str, dict[str, NextAction]] = {}
+    for event_type, nxt in saga.triggers().items():
+        owner = nxt.step.agent if nxt.step is not None else OWNER
+        tables.setdefault(owner, {})[event_type] = nxt
+    return tables
+
+
+class Inbox:
+    """Event ids a consumer group has handled, so a redelivery is a no-op.
+
+    In memory and bounded (the oldest ids are forgotten first): enough for one
+    process; a durable inbox belongs next to the participant's own state.
+    """
+
+    def __init__(self, *, capacity: int = 65_536) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._seen
+
+    def add(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+class StatusProjection:
+    """Collects each run's events and resolves a waiter when the run ends.
+
+    Not a coordinator: it only reads events. ``status`` keeps the final status of
+    every run it saw end.
+    """
+
+    def __init__(self, saga: Saga) -> None:
+        self.saga = saga
+        self.status: dict[str, str] = {}
+        self._events: dict[str, dict[str, Event]] = {}
+        self._waiters: dict[str, asyncio.Future[list[Event]]] = {}
+        self._ended = Inbox()
+
+    def expect(self, workflow_id: str) -> asyncio.Future[list[Event]]:
+        """A future that resolves to ``workflow_id``'s events when it ends."""
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        self._waiters[workflow_id] = future
+        return future
+
+    def forget(self, workflow_id: str) -> None:
+        self._waiters.pop(workflow_id, None)
+        self._events.pop(workflow_id, None)
+
+    def last_event(self, workflow_id: str) -> Event | None:
+        events = list(self._events.get(workflow_id, {}).values())
+        return events[-1] if events else None
+
+    async def record(self, event: Event) -> None:
+        if event.subject in self._ended:
+            return  # a late duplicate of an ended run
+        events = self._events.setdefault(event.subject, {})
+        events.setdefault(event.id, event)
+        if self.saga.is_terminal(event.type):
+            self._ended.add(event.subject)
+            self.status[event.subject] = event.data.get("status", "completed")
+            collected = list(self._events.pop(event.subject).values())
+            waiter = self._waiters.pop(event.subject, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(collected)
+
+
+class Choreography:
+    """Runs workflows as a choreography of participants on an event bus.
+
+    ``participants`` selects which participants this process hosts (default: all,
+    in-process). Each hosted participant subscribes under its consumer group with
+    ``concurrency`` concurrent handlers. ``run_timeout`` bounds how long :meth:`run`
+    waits for a run's terminal event.
+    """
+
+    mode = "choreography"
+
+    def __init__(
+        self,
+        runner: StepRunner,
+        saga: Saga,
+        *,
+        bus: EventBus,
+        event_log: EventLog | None = None,
+        run_id: str = "run",
+        participants: Collection[str] | None = None,
+        concurrency: int = 16,
+        run_timeout: float = 300.0,
+    ) -> None:
+        self.runner = runner
+        self.saga = saga
+        self.bus = bus
+        self.event_log: EventLog = event_log if event_log is not None else MemoryEventLog()
+        self.run_id = run_id
+        self.tables = subscription_tables(saga)
+        known = {*self.tables, PROJECTION}
+        chosen = set(known if participants is None else participants)
+        unknown = chosen - known
+        if unknown:
+            raise CoordinatorError(f"unknown participants {sorted(unknown)}; choose from {sorted(known)}")
+        self.participants = chosen
+        self.concurrency = concurrency
+        self.run_timeout = run_timeout
+        self.projection = StatusProjection(saga)
+        self._subscriptions: list[Subscription] = []
+
+    def group(self, participant: str) -> str:
+        """The consumer group a participant subscribes under."""
+        return f"{self.runner.workflow.name}.{participant}"
+
+    async def start(self) -> None:
+        """Subscribe every hosted participant. Idempotent."""
+        if self._subscriptions:
+            return
+        for participant, table in self.tables.items():
+            if participant in self.participants:
+                handler = self._handler(table)
+                self._subscriptions.append(
+                    await self.bus.subscribe(
+                        self.group(participant), list(table), handler, concurrency=self.concurrency
+                    )
+                )
+        if PROJECTION in self.participants:
+            self._subscriptions.append(
+                await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self.projection.record)
+            )
+
+    async def publish(self, event: Event) -> None:
+        """Log then publish: the log is the trace, the bus is the delivery."""
+        self.event_log.append([event], run_id=self.run_id)
+        await self.bus.publish(event)
+
+    def _handler(self, table: Mapping[str, NextAction]) -> Any:
+        inbox = Inbox()
+
+        async def handle(event: Event) -> None:
+            if event.id in inbox:
+                return
+            nxt = table[event.type]
+            data = event.data
+            if nxt.action is Action.PERFORM:
+                assert nxt.step is not None
+                report = await self.runner.perform(
+                    nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
+                )
+                emitted = self.saga.performed(nxt.step, report, cause=event)
+            elif nxt.action is Action.COMPENSATE:
+                assert nxt.step is not None
+                report = await self.runner.compensate(
+                    nxt.step, workflow_id=event.subject, result=data["results"][nxt.step.name]
+                )
+                emitted = self.saga.compensated(nxt.step, report, cause=event)
+            else:
+                emitted = self.saga.finished(cause=event)
+            await self.publish(emitted)
+            inbox.add(event.id)
+
+        return handle
+
+    async def run(self, input: BaseModel) -> WorkflowResult:
+        """Publish ``input``'s started event and wait for the projection to see it end."""
+        await self.start()
+        started = time.perf_counter()
+        workflow_id = self.runner.workflow.workflow_id(input)
+        waiter = self.projection.expect(workflow_id)
+        await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")))
+        try:
+            events = await asyncio.wait_for(waiter, timeout=self.run_timeout)
+        except TimeoutError:
+            last = self.projection.last_event(workflow_id)
+            self.projection.forget(workflow_id)
+            raise CoordinatorError(
+                f"run {workflow_id!r} did not end within {self.run_timeout:g}s; its last event was "
+                f"{last.type if last else 'none'}; a participant may be down or its event dead-lettered "
+                "(see the bus's dead letters)"
+            ) from None
+        ordered = [e for _, e in causal_order(events)]
+        return self.saga.result(
+            workflow_id, ordered, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000
+        )
+
+    async def aclose(self) -> None:
+        """Unsubscribe this process's participants (the bus is closed by its owner)."""
+        for subscription in self._subscriptions:
+            await subscription.close()
+        self._subscriptions.clear()

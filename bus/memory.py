@@ -1,0 +1,400 @@
+"""The in-memory event bus: the reference backend of the :mod:`bus.base` contract.
+
+One process, one event loop, no threads. It behaves like a broker where it matters
+for correctness: each group is one queue that its members' consumer tasks pull
+from; events cross the bus as JSON (``event.to_json()`` on publish, ``parse_event``
+on every delivery), so handlers never share objects and payload fidelity is really
+exercised; failed deliveries are redelivered with exponential backoff and then
+dead-lettered. What it cannot give is durability across processes: events still
+unhandled when :meth:`InMemoryBus.close` gives up are moved to the dead letters
+rather than kept in a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Collection
+from types import TracebackType
+from typing import Any
+
+from bus.base import BusStats, DeadLetter, Handler, Subscription
+from coordinator.errors import BusClosed, BusError, MalformedEvent
+from coordinator.events import Event, parse_event
+
+__all__ = ["InMemoryBus"]
+
+logger = logging.getLogger(__name__)
+
+_CLOSED_BEFORE_HANDLED = "BusClosed: the bus closed before this event was handled"
+
+
+class _Delivery:
+    """One event on its way to one group: the wire form and how often it was handed out."""
+
+    __slots__ = ("deliveries", "raw")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.deliveries = 0
+
+
+class _Group:
+    """A consumer group: one queue, its bindings and its members.
+
+    ``unsettled`` counts deliveries neither acked nor dead-lettered (queued, in
+    flight or waiting for a redelivery timer); it is the one number idleness is
+    judged by, so the per-event path only touches an integer.
+    """
+
+    __slots__ = ("in_flight", "members", "name", "progress", "queue", "redeliveries", "types", "unsettled")
+
+    def __init__(self, name: str, progress: asyncio.Event) -> None:
+        self.name = name
+        self.types: set[str] = set()
+        self.queue: asyncio.Queue[_Delivery] = asyncio.Queue()
+        self.members: set[_GroupMember] = set()
+        self.redeliveries: dict[_Delivery, asyncio.TimerHandle] = {}
+        self.unsettled = 0
+        self.in_flight = 0
+        # Shared with the bus: set whenever a group may have become idle, so waiters
+        # re-check instead of polling.
+        self.progress = progress
+
+    def enqueue(self, delivery: _Delivery) -> None:
+        self.unsettled += 1
+        self.queue.put_nowait(delivery)
+
+    def settle(self) -> None:
+        self.unsettled -= 1
+        if not self.unsettled:
+            self.progress.set()
+
+    def requeue_after_backoff(self, delivery: _Delivery) -> None:
+        del self.redeliveries[delivery]
+        self.queue.put_nowait(delivery)
+
+    def describe(self) -> str:
+        return (
+            f"group {self.name!r}: {self.unsettled} unsettled ({self.queue.qsize()} queued, {self.in_flight} in flight,"
+            f" {len(self.redeliveries)} awaiting redelivery; {len(self.members)} member(s))"
+        )
+
+
+class _GroupMember:
+    """One subscriber: ``concurrency`` consumer tasks pulling from its group's queue."""
+
+    def __init__(self, bus: InMemoryBus, group: _Group, handler: Handler, concurrency: int) -> None:
+        self._bus = bus
+        self._group = group
+        self._handler = handler
+        self._closing = False
+        # Workers currently inside a handler; the others sit in queue.get() and can be
+        # cancelled at once without losing anything (asyncio.Queue keeps the item).
+        self._busy: set[asyncio.Task[Any]] = set()
+        self._workers = [
+            asyncio.create_task(self._consume(), name=f"bus-consumer:{group.name}:{i}") for i in range(concurrency)
+        ]
+
+    async def close(self) -> None:
+        """Stop taking deliveries; wait (up to the bus's ``close_timeout``) for
+        in-flight handlers, then cancel the stragglers, whose events go back to the
+        group's queue."""
+        await self._stop(grace=self._bus.close_timeout)
+
+    async def _stop(self, *, grace: float) -> None:
+        self._closing = True
+        group = self._group
+        group.members.discard(self)
+        if not group.members:
+            group.progress.set()  # a bus close waiting on this group's members can move on
+        current = asyncio.current_task()
+        workers = [w for w in self._workers if w is not current]  # a handler closing its own subscription
+        for worker in workers:
+            if worker not in self._busy:
+                worker.cancel()
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=grace)
+        if late:
+            for worker in late:
+                worker.cancel()
+            await asyncio.wait(late)
+        for worker in workers:
+            if not worker.cancelled() and (exc := worker.exception()) is not None:
+                logger.error("consumer task of group %r died", group.name, exc_info=exc)
+
+    async def _consume(self) -> None:
+        # The hot path: keep it to local lookups and integer arithmetic.
+        group = self._group
+        queue = group.queue
+        handler = self._handler
+        bus = self._bus
+        stats = bus._stats
+        busy = self._busy
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
+            delivery = await queue.get()
+            busy.add(me)
+            delivery.deliveries += 1
+            group.in_flight += 1
+            stats.delivered += 1
+            event: Event | None = None
+            try:
+                event = parse_event(delivery.raw)
+                await handler(event)
+            except asyncio.CancelledError:
+                # Cancelled mid-handler (close timed out): not acked, so back to the group.
+                queue.put_nowait(delivery)
+                raise
+            except Exception as exc:
+                bus._nack(group, delivery, event, exc)
+            else:
+                stats.acked += 1
+                group.settle()
+            finally:
+                group.in_flight -= 1
+                busy.discard(me)
+
+
+class InMemoryBus:
+    """An :class:`~bus.base.EventBus` in the memory of one event loop.
+
+    * ``max_deliveries`` -- deliveries of one event to one group before it is
+      dead-lettered (>= 1; 1 means never redeliver).
+    * ``redelivery_delay`` -- seconds before the first redelivery of a failed event;
+      the n-th redelivery waits ``redelivery_delay * 2**(n-1)``. 0 redelivers at once
+      (to the back of the group's queue).
+    * ``duplicate_delivery`` -- a test switch: every event is delivered twice to every
+      group, to prove handlers are idempotent.
+    * ``close_timeout`` -- how long :meth:`close` (and a subscription's close) waits
+      for handlers before cancelling them.
+
+    Publishing never blocks (queues are unbounded). :meth:`wait_idle` is the test
+    helper that waits until everything published has been handled.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_deliveries: int = 5,
+        redelivery_delay: float = 0.0,
+        duplicate_delivery: bool = False,
+        close_timeout: float = 10.0,
+    ) -> None:
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be at least 1 (got {max_deliveries})")
+        if redelivery_delay < 0:
+            raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
+        if close_timeout < 0:
+            raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
+        self.max_deliveries = max_deliveries
+        self.redelivery_delay = redelivery_delay
+        self.duplicate_delivery = duplicate_delivery
+        self.close_timeout = close_timeout
+        self._groups: dict[str, _Group] = {}
+        self._routes: dict[str, list[_Group]] = {}  # event type -> groups bound to it
+        self._dead: list[DeadLetter] = []
+        self._stats = BusStats()
+        self._progress = asyncio.Event()
+        self._closed = False
+        self._close_finished = asyncio.Event()
+
+    async def __aenter__(self) -> InMemoryBus:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- the EventBus protocol -------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        """Enqueue ``event`` to every group bound to its type (see :meth:`bus.base.EventBus.publish`)."""
+        if self._closed:
+            raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
+        groups = self._routes.get(event.type)
+        if groups:
+            try:
+                raw = event.to_json()
+            except (TypeError, ValueError) as exc:
+                raise BusError(
+                    f"cannot publish {event.type} {event.id}: its data is not JSON-serialisable ({exc});"
+                    " put only JSON types (str, int, float, bool, None, lists, dicts) in event.data"
+                ) from exc
+            for group in groups:
+                group.enqueue(_Delivery(raw))
+                if self.duplicate_delivery:
+                    group.enqueue(_Delivery(raw))
+        self._stats.published += 1
+
+    async def subscribe(
+        self,
+        group: str,
+        types: Collection[str],
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+    ) -> Subscription:
+        """Join ``group`` as a member handling ``types`` (see :meth:`bus.base.EventBus.subscribe`)."""
+        if self._closed:
+            raise BusClosed(f"cannot subscribe group {group!r}: the bus is closed")
+        if isinstance(types, str):
+            raise TypeError(
+                f"types must be a collection of event type names, not the string {types!r}: pass [{types!r}]"
+            )
+        wanted = set(types)
+        if not group:
+            raise ValueError("group must be a non-empty name")
+        if not wanted:
+            raise ValueError(f"subscribe group {group!r} to at least one event type")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1 (got {concurrency}) for group {group!r}")
+        target = self._groups.get(group)
+        if target is None:
+            target = self._groups[group] = _Group(group, self._progress)
+        for type_ in wanted - target.types:
+            self._routes.setdefault(type_, []).append(target)
+            target.types.add(type_)
+        member = _GroupMember(self, target, handler, concurrency)
+        target.members.add(member)
+        return member
+
+    async def close(self) -> None:
+        """Stop publishes and subscribes, handle what is queued, stop the members.
+
+        Waits up to ``close_timeout`` for every group that has members to handle
+        everything already accepted (so a close right after a burst of publishes
+        loses nothing), then cancels the members; handlers still running are
+        cancelled and their events nacked. Whatever is still unhandled then -- events
+        of groups without members, or left by the timeout -- is moved to
+        :meth:`dead_letters` with the error ``"BusClosed: ..."``, so nothing
+        accepted silently disappears.
+
+        Publishes are refused from the start of close, including those of handlers
+        draining the queue (they raise ``BusClosed``, so their events are redelivered
+        and end up dead-lettered): let a workflow finish (``wait_idle``) before
+        closing. Do not call it from a handler (it would wait for that handler until
+        the timeout).
+        """
+        if self._closed:
+            await self._close_finished.wait()
+            return
+        self._closed = True
+        try:
+            try:
+                async with asyncio.timeout(self.close_timeout):
+                    await self._until_settled(lambda g: bool(g.members) and g.unsettled > 0)
+            except TimeoutError:
+                logger.warning(
+                    "bus close timed out after %ss; cancelling handlers: %s",
+                    self.close_timeout,
+                    "; ".join(g.describe() for g in self._groups.values() if g.unsettled),
+                )
+            members = [m for g in self._groups.values() for m in g.members]
+            await asyncio.gather(*(m._stop(grace=0) for m in members))
+            self._dead_letter_unhandled()
+        finally:
+            self._close_finished.set()
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead-lettered events, oldest first (a copy)."""
+        return list(self._dead)
+
+    async def replay_dead_letters(self, group: str | None = None) -> int:
+        """Re-enqueue the dead letters of ``group`` (all when None) with a fresh delivery count."""
+        if self._closed:
+            raise BusClosed("cannot replay dead letters: the bus is closed")
+        replay = [d for d in self._dead if group is None or d.group == group]
+        self._dead = [d for d in self._dead if not (group is None or d.group == group)]
+        for dead in replay:
+            self._groups[dead.group].enqueue(_Delivery(dead.event.to_json()))
+        return len(replay)
+
+    def stats(self) -> BusStats:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self._stats)
+
+    # -- test helpers ----------------------------------------------------------------
+
+    # A timeout parameter (not asyncio.timeout around the call) so the error can name the busy groups.
+    async def wait_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Return once every group's queue is empty, no handler is running and no
+        redelivery is pending -- everything published so far is acked or dead-lettered.
+
+        Event-driven (no polling). Raises ``TimeoutError`` naming the groups that still
+        have work -- e.g. a group whose members all closed, so its queue never drains.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await self._until_settled(lambda g: g.unsettled > 0)
+        except TimeoutError:
+            busy = "; ".join(g.describe() for g in self._groups.values() if g.unsettled)
+            raise TimeoutError(f"in-memory bus not idle after {timeout}s: {busy}") from None
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _until_settled(self, has_work: Callable[[_Group], bool]) -> None:
+        while True:
+            # Clear before checking: a group settling after the check sets it again.
+            self._progress.clear()
+            if not any(has_work(g) for g in self._groups.values()):
+                return
+            await self._progress.wait()
+
+    def _nack(self, group: _Group, delivery: _Delivery, event: Event | None, exc: Exception) -> None:
+        """A handler raised: redeliver after backoff, or dead-letter once out of deliveries."""
+        if delivery.deliveries >= self.max_deliveries:
+            logger.warning(
+                "dead-lettering event %s for group %r after %d deliveries",
+                event.id if event is not None else "?",
+                group.name,
+                delivery.deliveries,
+                exc_info=exc,
+            )
+            self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
+            return
+        logger.debug(
+            "handler of group %r failed (delivery %d of %d); redelivering",
+            group.name,
+            delivery.deliveries,
+            self.max_deliveries,
+            exc_info=exc,
+        )
+        self._stats.redelivered += 1
+        delay = self.redelivery_delay * 2 ** (delivery.deliveries - 1)
+        if delay > 0:
+            loop = asyncio.get_running_loop()
+            group.redeliveries[delivery] = loop.call_later(delay, group.requeue_after_backoff, delivery)
+        else:
+            group.queue.put_nowait(delivery)
+
+    def _dead_letter(self, group: _Group, delivery: _Delivery, event: Event | None, error: str) -> None:
+        if event is None:
+            try:
+                event = parse_event(delivery.raw)
+            except MalformedEvent:
+                # Cannot happen for bytes this bus produced itself; never crash a consumer over it.
+                logger.error("dropping undecodable delivery for group %r: %.200s", group.name, delivery.raw)
+                group.settle()
+                return
+        self._dead.append(DeadLetter(event=event, group=group.name, error=error, deliveries=delivery.deliveries))
+        self._stats.dead_lettered += 1
+        group.settle()
+
+    def _dead_letter_unhandled(self) -> None:
+        left = 0
+        for group in self._groups.values():
+            for delivery, timer in list(group.redeliveries.items()):
+                timer.cancel()
+                del group.redeliveries[delivery]
+                self._dead_letter(group, delivery, None, _CLOSED_BEFORE_HANDLED)
+                left += 1
+            while not group.queue.empty():
+                self._dead_letter(group, group.queue.get_nowait(), None, _CLOSED_BEFORE_HANDLED)
+                left += 1
+        if left:
+            logger.warning("bus closed with %d unhandled deliveries; they are in dead_letters()", left)

@@ -1,0 +1,70 @@
+"""agent-coordinator's kernel: workflow definitions, events, results and the run API.
+
+Pick the coordination mode with one argument; nothing else depends on it::
+
+    from coordinator import run_workflow
+    result = run_workflow(workflow, order, agents=agents, mode="choreography")
+"""
+
+from coordinator.context import ToolCallContext, idempotency_key, tool_call_context
+from coordinator.errors import (
+    BusClosed,
+    BusError,
+    BusinessFailure,
+    CoordinatorError,
+    InvalidArguments,
+    InvalidInput,
+    MalformedEvent,
+    ModelError,
+    ModelMisbehaviour,
+    StepError,
+    TransientFailure,
+    WorkflowDefinitionError,
+)
+from coordinator.eventlog import EventLog, MemoryEventLog, SqliteEventLog
+from coordinator.events import Event, EventFactory, LogicalClock, SystemClock, parse_event
+from coordinator.results import StepOutcome, StepStatus, Usage, WorkflowResult, WorkflowStatus
+from coordinator.run import MODES, Coordinator, arun_workflow, open_coordinator, run_workflow
+from coordinator.settings import Backoff, RunSettings
+from coordinator.workflow import Step, StepEvents, Workflow
+
+__all__ = [
+    "MODES",
+    "Backoff",
+    "BusClosed",
+    "BusError",
+    "BusinessFailure",
+    "Coordinator",
+    "CoordinatorError",
+    "Event",
+    "EventFactory",
+    "EventLog",
+    "InvalidArguments",
+    "InvalidInput",
+    "LogicalClock",
+    "MalformedEvent",
+    "MemoryEventLog",
+    "ModelError",
+    "ModelMisbehaviour",
+    "RunSettings",
+    "SqliteEventLog",
+    "Step",
+    "StepError",
+    "StepEvents",
+    "StepOutcome",
+    "StepStatus",
+    "SystemClock",
+    "ToolCallContext",
+    "TransientFailure",
+    "Usage",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowResult",
+    "WorkflowStatus",
+    "arun_workflow",
+    "idempotency_key",
+    "open_coordinator",
+    "parse_event",
+    "run_workflow",
+    "tool_call_context",
+]

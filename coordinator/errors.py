@@ -1,0 +1,130 @@
+"""Every error agent-coordinator raises, in one place.
+
+The hierarchy::
+
+    CoordinatorError
+    ├── WorkflowDefinitionError   a Workflow and its agents/tools don't fit together
+    ├── InvalidInput              a workflow input failed validation (names the field)
+    ├── MalformedEvent            an event on the bus or in a log is not a valid envelope
+    ├── StepError                 raised by tools; ``retryable`` says what the coordinator does
+    │   ├── BusinessFailure       the world said no (declined, out of stock): compensate
+    │   ├── TransientFailure      try again later (timeout, 5xx): retry with backoff
+    │   └── InvalidArguments      the call itself was wrong: re-ask the model
+    ├── ModelMisbehaviour         a model kept breaking the guard after its re-asks
+    ├── ModelError                the chat model itself failed (provider down, bad config)
+    └── BusError                  an event bus failed (publish not confirmed, closed bus, ...)
+        └── BusClosed             publish or subscribe on a bus that was closed
+
+Backend exceptions (httpx, pydantic, a broker client) are translated into these at
+the seam (``raise BusinessFailure(...) from exc``) so callers only ever catch ours.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusClosed",
+    "BusError",
+    "BusinessFailure",
+    "CoordinatorError",
+    "InvalidArguments",
+    "InvalidInput",
+    "MalformedEvent",
+    "ModelError",
+    "ModelMisbehaviour",
+    "StepError",
+    "TransientFailure",
+    "WorkflowDefinitionError",
+]
+
+
+class CoordinatorError(Exception):
+    """Base class of every error this toolkit raises on purpose."""
+
+
+class WorkflowDefinitionError(CoordinatorError):
+    """A workflow definition is inconsistent with itself or with the agents given.
+
+    Raised when a coordinator is built, never mid-run. The message names the step,
+    agent or tool at fault and lists the valid choices.
+    """
+
+
+class InvalidInput(CoordinatorError):
+    """A workflow input (an order, a booking request) failed validation.
+
+    ``errors`` holds one ``(field_path, message)`` pair per problem, e.g.
+    ``("items.0.quantity", "Input should be greater than 0")``.
+    """
+
+    def __init__(self, message: str, *, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[tuple[str, str]] = errors or []
+
+
+class MalformedEvent(CoordinatorError):
+    """Bytes or a mapping that should be an event envelope are not one."""
+
+
+class StepError(CoordinatorError):
+    """An error a tool raises to tell the coordinator how its call went wrong.
+
+    ``retryable`` is the one bit the coordinator acts on: a retryable error is
+    retried with backoff (bounded); a non-retryable one fails the step at once.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BusinessFailure(StepError):
+    """The service refused on business grounds: card declined, SKU out of stock.
+
+    Never retried; the step fails and the completed steps are compensated.
+    """
+
+    retryable = False
+
+
+class TransientFailure(StepError):
+    """A failure that may pass: a timeout, an HTTP 5xx, a connection reset.
+
+    Retried with exponential backoff and jitter; when retries are exhausted the
+    step fails like a business failure.
+    """
+
+    retryable = True
+
+
+class InvalidArguments(StepError):
+    """The tool was called with arguments its schema or the service rejects.
+
+    When the arguments came from a model, the model is told what was wrong and
+    re-asked; otherwise the step fails.
+    """
+
+    retryable = False
+
+
+class ModelMisbehaviour(CoordinatorError):
+    """A model's answers kept failing the guard (unknown tool, bad arguments, wrong
+    values, no tool call) until its re-asks ran out. ``problems`` lists each answer's
+    fault in order."""
+
+    def __init__(self, message: str, *, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class ModelError(CoordinatorError):
+    """The chat model could not be called (provider unreachable, misconfigured)."""
+
+
+class BusError(CoordinatorError):
+    """An event bus operation failed; the message says which and what to check."""
+
+
+class BusClosed(BusError):
+    """The bus was closed; publish and subscribe are no longer accepted."""

@@ -1,0 +1,151 @@
+"""The event log: every event of every run, in either mode, for tracing afterwards.
+
+Both coordinators append each event they emit (orchestration: the graph node that
+emitted it; choreography: the participant that published it). Appends are
+idempotent on (run id, event id): a re-run node or a redelivered handler re-emits an
+event with the same id, and the log keeps one copy.
+
+:class:`SqliteEventLog` is the default (a file under the state directory; WAL mode,
+so several processes can append to one file); :class:`MemoryEventLog` is for tests.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from coordinator.events import Event, parse_event
+
+__all__ = ["EventLog", "MemoryEventLog", "SqliteEventLog", "causal_order"]
+
+
+class EventLog(Protocol):
+    """Append-only store of events, grouped by run.
+
+    * ``append`` is idempotent per (run_id, event.id) and durable when it returns;
+    * ``events(subject)`` returns one workflow's events of one run (the latest run
+      that has any, unless ``run_id`` is given) in append order;
+    * safe to call from several coroutines; SQLite also from several processes.
+    """
+
+    def append(self, events: Sequence[Event], *, run_id: str) -> None: ...
+
+    def events(self, subject: str, *, run_id: str | None = None) -> list[Event]: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryEventLog:
+    """An in-process event log (tests, throwaway runs)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, dict[str, Event]] = {}
+        self._order: list[tuple[str, str]] = []  # (run_id, subject) in first-append order
+
+    def append(self, events: Sequence[Event], *, run_id: str) -> None:
+        run = self._runs.setdefault(run_id, {})
+        for event in events:
+            if event.id not in run:
+                run[event.id] = event
+                self._order.append((run_id, event.subject))
+
+    def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
+        if run_id is None:
+            runs = [r for r, s in self._order if s == subject]
+            if not runs:
+                return []
+            run_id = runs[-1]
+        return [e for e in self._runs.get(run_id, {}).values() if e.subject == subject]
+
+    def all_events(self, *, run_id: str) -> list[Event]:
+        """Every event of one run, in append order."""
+        return list(self._runs.get(run_id, {}).values())
+
+    def close(self) -> None:
+        return None
+
+
+class SqliteEventLog:
+    """An event log in one SQLite file (WAL; shared by processes on one machine)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False + a lock: coordinators may append from worker threads.
+        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                run_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                type TEXT NOT NULL,
+                causation_id TEXT,
+                body TEXT NOT NULL,
+                UNIQUE (run_id, id)
+            )"""
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)")
+
+    def append(self, events: Sequence[Event], *, run_id: str) -> None:
+        rows = [(run_id, e.id, e.subject, e.type, e.causation_id, e.to_json()) for e in events]
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (run_id, id, subject, type, causation_id, body) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+
+    def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
+        with self._lock:
+            if run_id is None:
+                row = self._db.execute(
+                    "SELECT run_id FROM events WHERE subject = ? ORDER BY seq DESC LIMIT 1", (subject,)
+                ).fetchone()
+                if row is None:
+                    return []
+                run_id = row[0]
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE subject = ? AND run_id = ? ORDER BY seq", (subject, run_id)
+            ).fetchall()
+        return [parse_event(body) for (body,) in rows]
+
+    def runs(self, subject: str) -> list[str]:
+        """The runs that have events for ``subject``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, MIN(seq) AS first FROM events WHERE subject = ? GROUP BY run_id ORDER BY first",
+                (subject,),
+            ).fetchall()
+        return [r for r, _ in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def causal_order(events: Sequence[Event]) -> list[tuple[int, Event]]:
+    """Events arranged as a causal tree, depth-first: ``(depth, event)`` pairs.
+
+    Roots are events whose cause is not among ``events``; children follow their
+    cause, in the order they were given.
+    """
+    ids = {e.id for e in events}
+    children: dict[str | None, list[Event]] = {}
+    for event in events:
+        parent = event.causation_id if event.causation_id in ids else None
+        children.setdefault(parent, []).append(event)
+    ordered: list[tuple[int, Event]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for child in children.get(parent, []):
+            ordered.append((depth, child))
+            walk(child.id, depth + 1)
+
+    walk(None, 0)
+    return ordered

@@ -1,0 +1,166 @@
+"""The public entry: run a workflow, in the mode a flag picks.
+
+``mode`` is the only thing in the public API that depends on the coordination mode;
+everything else (the workflow, the agents, the results, the events) is the same in
+both. This module is the one place that knows both coordinators; it imports them
+lazily so the kernel does not depend on ``graphs`` or ``bus``.
+
+::
+
+    async with open_coordinator(workflow, agents=agents, mode="choreography") as coordinator:
+        result = await coordinator.run({"order_id": "o-1", ...})
+
+    result = run_workflow(workflow, order, agents=agents, mode="orchestration")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from coordinator.errors import CoordinatorError
+from coordinator.eventlog import EventLog, MemoryEventLog
+from coordinator.events import Clock, EventFactory
+from coordinator.results import WorkflowResult
+from coordinator.saga import Saga
+from coordinator.settings import RunSettings
+from coordinator.workflow import Workflow
+
+if TYPE_CHECKING:
+    from agents.agent import Agent
+
+__all__ = ["MODES", "Coordinator", "Engine", "Mode", "arun_workflow", "open_coordinator", "run_workflow"]
+
+Mode = Literal["orchestration", "choreography"]
+MODES: tuple[Mode, ...] = ("orchestration", "choreography")
+
+
+class Engine(Protocol):
+    """What a coordination mode provides: run one validated input; release resources."""
+
+    mode: str
+
+    async def run(self, input: BaseModel) -> WorkflowResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Coordinator:
+    """A workflow bound to its agents and a coordination engine; mode-independent.
+
+    Validates inputs (raising :class:`~coordinator.errors.InvalidInput` naming every
+    bad field) and runs them, one at a time or many concurrently.
+    """
+
+    def __init__(self, workflow: Workflow, engine: Engine, *, event_log: EventLog, run_id: str) -> None:
+        self.workflow = workflow
+        self.engine = engine
+        self.event_log = event_log
+        self.run_id = run_id
+
+    @property
+    def mode(self) -> str:
+        return self.engine.mode
+
+    async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
+        """Validate ``input`` (a mapping, JSON text or model) and run it to its end."""
+        return await self.engine.run(self.workflow.validate_input(input, context=context))
+
+    async def run_many(
+        self,
+        inputs: Iterable[BaseModel],
+        *,
+        concurrency: int = 16,
+        on_result: Callable[[WorkflowResult], Awaitable[None] | None] | None = None,
+    ) -> list[WorkflowResult]:
+        """Run validated inputs with at most ``concurrency`` in flight; results in input order."""
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(item: BaseModel) -> WorkflowResult:
+            async with gate:
+                result = await self.engine.run(item)
+            if on_result is not None:
+                maybe = on_result(result)
+                if maybe is not None:
+                    await maybe
+            return result
+
+        return list(await asyncio.gather(*(one(i) for i in inputs)))
+
+
+@asynccontextmanager
+async def open_coordinator(
+    workflow: Workflow,
+    *,
+    agents: Sequence[Agent],
+    mode: Mode | str = "orchestration",
+    settings: RunSettings | None = None,
+    event_log: EventLog | None = None,
+    clock: Clock | None = None,
+    run_id: str | None = None,
+    checkpointer: Any = None,
+    bus: Any = None,
+    concurrency: int = 16,
+) -> AsyncIterator[Coordinator]:
+    """Build the coordinator for ``mode`` and close it on exit.
+
+    * ``orchestration`` uses ``checkpointer`` (a LangGraph ``BaseCheckpointSaver``;
+      default in-memory);
+    * ``choreography`` uses ``bus`` (an :class:`bus.EventBus`; default a fresh
+      in-memory bus, closed on exit) with ``concurrency`` handlers per participant.
+
+    Raises :class:`~coordinator.errors.WorkflowDefinitionError` when the workflow and
+    agents don't fit, and :class:`CoordinatorError` for an unknown mode.
+    """
+    from agents.runner import StepRunner
+
+    settings = settings or RunSettings()
+    event_log = event_log if event_log is not None else MemoryEventLog()
+    run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+    runner = StepRunner(workflow, agents, settings=settings)
+    saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock))
+    engine: Engine
+    own_bus = None
+    if mode == "orchestration":
+        from graphs.orchestrator import Orchestrator
+
+        engine = Orchestrator(runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id)
+    elif mode == "choreography":
+        from bus import InMemoryBus
+        from bus.choreography import Choreography
+
+        if bus is None:
+            bus = own_bus = InMemoryBus()
+        choreography = Choreography(runner, saga, bus=bus, event_log=event_log, run_id=run_id, concurrency=concurrency)
+        await choreography.start()
+        engine = choreography
+    else:
+        raise CoordinatorError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    try:
+        yield Coordinator(workflow, engine, event_log=event_log, run_id=run_id)
+    finally:
+        await engine.aclose()
+        if own_bus is not None:
+            await own_bus.close()
+
+
+async def arun_workflow(
+    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
+) -> WorkflowResult:
+    """Run one workflow input to its end; see :func:`open_coordinator` for ``options``."""
+    async with open_coordinator(workflow, agents=agents, mode=mode, **options) as coordinator:
+        return await coordinator.run(input)
+
+
+def run_workflow(
+    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
+) -> WorkflowResult:
+    """Blocking twin of :func:`arun_workflow` (starts its own event loop)."""
+    return asyncio.run(arun_workflow(workflow, input, agents=agents, mode=mode, **options))

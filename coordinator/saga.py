@@ -1,0 +1,268 @@
+"""The saga's rules, shared by both coordinators: what follows each event, and what
+each event says.
+
+Both modes run the same chain of events for a workflow run::
+
+    Started ─► S1.succeeded ─► S2.succeeded ─► ... ─► Sn.succeeded ─► Completed
+                      └─► Sk.failed ─► S(k-1).compensated ─► ... ─► S1.compensated ─► Cancelled
+
+:meth:`Saga.next_action` is the one decision function: given the latest event of a
+run, it says what happens next (perform a step, compensate a step, finish). The
+orchestrator's supervisor calls it on its state; choreography compiles it into
+per-agent subscription tables (:meth:`Saga.triggers`) so that each agent only learns
+which event types concern it. Event *payloads* are built here too, so both modes
+emit byte-identical events for the same run (given the same seed and clock), and
+one function (:meth:`Saga.result`) turns any run's events into its
+:class:`~coordinator.results.WorkflowResult`.
+
+Events carry the state the next participant needs (input, results so far, the
+failure being unwound): in choreography no participant can look anything up in a
+central store, and this keeps every event self-explaining in a trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from coordinator.events import Event, EventFactory
+from coordinator.results import StepOutcome, StepStatus, Usage, WorkflowResult, WorkflowStatus
+from coordinator.workflow import Step, Workflow
+
+__all__ = ["Action", "NextAction", "Saga", "StepReport"]
+
+
+class Action(StrEnum):
+    """What a coordinator does next for a run."""
+
+    PERFORM = "perform"  # run ``step``'s action
+    COMPENSATE = "compensate"  # run ``step``'s compensation
+    COMPLETE = "complete"  # emit the workflow's completed event
+    CANCEL = "cancel"  # emit the workflow's cancelled event
+
+
+@dataclass(frozen=True, slots=True)
+class NextAction:
+    """One decision of :meth:`Saga.next_action`; ``step`` is None for COMPLETE/CANCEL."""
+
+    action: Action
+    step: Step | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """What an agent reports after performing or compensating a step.
+
+    ``ok`` False with ``reason`` means the action failed (or the compensation could
+    not complete); ``result`` is the tool's result when ``ok``.
+    """
+
+    ok: bool
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    rejections: tuple[str, ...] = ()
+
+
+class Saga:
+    """The rules of one workflow's saga, and the builder of its events.
+
+    ``factory`` mints ids, times and trace context (see
+    :class:`~coordinator.events.EventFactory`).
+    """
+
+    def __init__(self, workflow: Workflow, *, factory: EventFactory) -> None:
+        self.workflow = workflow
+        self.factory = factory
+        self.source = f"workflow/{workflow.name}"
+        steps = workflow.steps
+        # event type -> (kind, step index); kinds: started/succeeded/failed/compensated/compensation_failed
+        self._kinds: dict[str, tuple[str, int]] = {workflow.started_event: ("started", -1)}
+        for i, step in enumerate(steps):
+            self._kinds[step.events.succeeded] = ("succeeded", i)
+            self._kinds[step.events.failed] = ("failed", i)
+            self._kinds[step.events.compensated] = ("compensated", i)
+            self._kinds[self.compensation_failed_event(step)] = ("compensation_failed", i)
+        self._kinds[workflow.completed_event] = ("completed", len(steps))
+        self._kinds[workflow.cancelled_event] = ("cancelled", len(steps))
+
+    # -- the rules ------------------------------------------------------------------
+
+    @staticmethod
+    def compensation_failed_event(step: Step) -> str:
+        """The event an agent emits when its undo of ``step`` could not complete."""
+        return f"{step.events.compensated}Failed"
+
+    @property
+    def event_types(self) -> list[str]:
+        """Every event type the saga can emit, compensation failures included."""
+        return list(self._kinds)
+
+    @property
+    def terminal_events(self) -> tuple[str, str]:
+        return (self.workflow.completed_event, self.workflow.cancelled_event)
+
+    def is_terminal(self, event_type: str) -> bool:
+        return event_type in self.terminal_events
+
+    def next_action(self, event_type: str) -> NextAction | None:
+        """What follows an event of ``event_type``; None after a terminal event.
+
+        Raises KeyError naming the type when it is not one of this workflow's.
+        """
+        try:
+            kind, i = self._kinds[event_type]
+        except KeyError:
+            raise KeyError(
+                f"event type {event_type!r} is not part of workflow {self.workflow.name!r}; "
+                f"its types: {self.event_types}"
+            ) from None
+        steps = self.workflow.steps
+        if kind in ("started", "succeeded"):
+            if i + 1 < len(steps):
+                return NextAction(Action.PERFORM, steps[i + 1])
+            return NextAction(Action.COMPLETE)
+        if kind in ("failed", "compensated", "compensation_failed"):
+            # Unwind in reverse: the step before the one that failed or was just undone.
+            if i >= 1:
+                return NextAction(Action.COMPENSATE, steps[i - 1])
+            return NextAction(Action.CANCEL)
+        return None
+
+    def triggers(self) -> dict[str, NextAction]:
+        """Every non-terminal event type mapped to what it triggers: the subscription
+        table that choreography splits among its participants."""
+        table: dict[str, NextAction] = {}
+        for event_type in self._kinds:
+            nxt = self.next_action(event_type)
+            if nxt is not None:
+                table[event_type] = nxt
+        return table
+
+    # -- the events -----------------------------------------------------------------
+
+    def started(self, workflow_id: str, input: Mapping[str, Any]) -> Event:
+        """The event that starts a run for ``input`` (a JSON-mode dict)."""
+        return self.factory.event(
+            self.workflow.started_event,
+            subject=workflow_id,
+            source=self.source,
+            data={"input": dict(input), "results": {}},
+        )
+
+    def performed(self, step: Step, report: StepReport, *, cause: Event) -> Event:
+        """``step``'s succeeded or failed event, caused by its trigger ``cause``."""
+        data = _carried(cause)
+        data.update(step=step.name, usage=report.usage.model_dump(), rejections=list(report.rejections))
+        if report.ok:
+            data["results"] = {**data["results"], step.name: report.result or {}}
+            data["result"] = report.result or {}
+            event_type = step.events.succeeded
+        else:
+            data["reason"] = report.reason
+            data["failure"] = {"step": step.name, "reason": report.reason}
+            event_type = step.events.failed
+        return self.factory.event(
+            event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause
+        )
+
+    def compensated(self, step: Step, report: StepReport, *, cause: Event) -> Event:
+        """``step``'s compensated (or compensation-failed) event, caused by ``cause``."""
+        data = _carried(cause)
+        data.update(step=step.name, usage=report.usage.model_dump())
+        if report.ok:
+            data["result"] = report.result
+            event_type = step.events.compensated
+        else:
+            data["reason"] = report.reason
+            data["compensation_failures"] = [
+                *data.get("compensation_failures", []),
+                {"step": step.name, "reason": report.reason},
+            ]
+            event_type = self.compensation_failed_event(step)
+        return self.factory.event(
+            event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause
+        )
+
+    def finished(self, *, cause: Event) -> Event:
+        """The terminal event that follows ``cause`` (completed or cancelled)."""
+        nxt = self.next_action(cause.type)
+        if nxt is None or nxt.action not in (Action.COMPLETE, Action.CANCEL):
+            raise ValueError(f"{cause.type} does not end workflow {self.workflow.name!r}")
+        data = _carried(cause)
+        if nxt.action is Action.COMPLETE:
+            return self.factory.event(
+                self.workflow.completed_event, subject=cause.subject, source=self.source, data=data, cause=cause
+            )
+        status = WorkflowStatus.FAILED if data.get("compensation_failures") else WorkflowStatus.COMPENSATED
+        data["status"] = status.value
+        return self.factory.event(
+            self.workflow.cancelled_event, subject=cause.subject, source=self.source, data=data, cause=cause
+        )
+
+    # -- reading a run back ---------------------------------------------------------
+
+    def result(
+        self, workflow_id: str, events: Iterable[Event], *, mode: str, duration_ms: float = 0.0
+    ) -> WorkflowResult:
+        """Rebuild a run's :class:`WorkflowResult` from its events (duplicates ignored).
+
+        The run must have ended (its last event terminal); otherwise ValueError.
+        """
+        seen: set[str] = set()
+        chain: list[Event] = []
+        for event in events:
+            if event.id not in seen and event.subject == workflow_id:
+                seen.add(event.id)
+                chain.append(event)
+        outcomes = {s.name: StepOutcome(step=s.name, agent=s.agent) for s in self.workflow.steps}
+        status: WorkflowStatus | None = None
+        reason: str | None = None
+        for event in chain:
+            kind, _ = self._kinds.get(event.type, ("foreign", -1))
+            data = event.data
+            if kind in ("succeeded", "failed", "compensated", "compensation_failed"):
+                outcome = outcomes[data["step"]]
+                outcome.usage = outcome.usage + Usage.model_validate(data.get("usage") or {})
+                if kind == "succeeded":
+                    outcome.status, outcome.result = StepStatus.SUCCEEDED, data.get("result")
+                    outcome.rejections = list(data.get("rejections") or [])
+                elif kind == "failed":
+                    outcome.status, outcome.reason = StepStatus.FAILED, data.get("reason")
+                    outcome.rejections = list(data.get("rejections") or [])
+                elif kind == "compensated":
+                    outcome.status, outcome.compensation_result = StepStatus.COMPENSATED, data.get("result")
+                else:
+                    outcome.status, outcome.reason = StepStatus.COMPENSATION_FAILED, data.get("reason")
+            elif kind == "completed":
+                status = WorkflowStatus.COMPLETED
+            elif kind == "cancelled":
+                status = WorkflowStatus(data.get("status", WorkflowStatus.COMPENSATED))
+                failure = data.get("failure") or {}
+                reason = f"step {failure.get('step')!r} failed: {failure.get('reason')}" if failure else None
+                for problem in data.get("compensation_failures") or []:
+                    reason = f"{reason}; undo of {problem['step']!r} failed: {problem['reason']}"
+        if status is None:
+            raise ValueError(f"run {workflow_id!r} of {self.workflow.name!r} has not ended: no terminal event")
+        return WorkflowResult(
+            workflow=self.workflow.name,
+            workflow_id=workflow_id,
+            mode=mode,
+            status=status,
+            reason=reason,
+            steps=list(outcomes.values()),
+            events=chain,
+            duration_ms=duration_ms,
+        )
+
+
+def _carried(cause: Event) -> dict[str, Any]:
+    """The part of ``cause``'s data that travels on to the next event."""
+    data = cause.data
+    carried: dict[str, Any] = {"input": data.get("input", {}), "results": dict(data.get("results", {}))}
+    for key in ("failure", "compensation_failures"):
+        if key in data:
+            carried[key] = data[key]
+    return carried

@@ -1,0 +1,1 @@
+"""Contract suites: one behavioural test suite per seam, run against every backend."""

@@ -1,0 +1,183 @@
+"""A two-step workflow that is not about orders, with its own tools, in both modes.
+
+Proof that neither coordinator hard-codes the order domain: a travel booking
+(flight, then hotel) defined here, with tools that keep their own ledger keyed by
+idempotency key, runs to the same outcome under orchestration and choreography.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import StructuredTool
+from pydantic import BaseModel, Field
+
+from agents import Agent, ScriptedChatModel
+from coordinator import (
+    MODES,
+    BusinessFailure,
+    LogicalClock,
+    Step,
+    StepEvents,
+    StepStatus,
+    Workflow,
+    WorkflowDefinitionError,
+    WorkflowStatus,
+    arun_workflow,
+    open_coordinator,
+    tool_call_context,
+)
+
+
+class Trip(BaseModel):
+    trip_id: str
+    route: str
+    city: str
+    nights: int = Field(gt=0)
+
+
+class Ledger:
+    """The travel 'services': bookings by idempotency key, so a repeat is a no-op."""
+
+    def __init__(self) -> None:
+        self.bookings: dict[str, dict[str, Any]] = {}
+        self.effects = 0
+
+    def book(self, key: str, kind: str, **details: Any) -> dict[str, Any]:
+        if key not in self.bookings:
+            self.effects += 1
+            self.bookings[key] = {"booking_id": f"{kind}-{len(self.bookings) + 1}", "status": "booked", **details}
+        return self.bookings[key]
+
+    def cancel(self, booking_id: str) -> dict[str, Any]:
+        for booking in self.bookings.values():
+            if booking["booking_id"] == booking_id:
+                booking["status"] = "cancelled"
+                return {"booking_id": booking_id, "status": "cancelled"}
+        raise BusinessFailure(f"no booking {booking_id}")
+
+    def live(self) -> list[dict[str, Any]]:
+        return [b for b in self.bookings.values() if b["status"] == "booked"]
+
+
+class FlightArgs(BaseModel):
+    trip_id: str
+    route: str
+
+
+class HotelArgs(BaseModel):
+    trip_id: str
+    city: str
+    nights: int
+
+
+class CancelArgs(BaseModel):
+    booking_id: str
+
+
+def travel_agents(ledger: Ledger) -> list[Agent]:
+    async def book_flight(trip_id: str, route: str, config: RunnableConfig) -> dict[str, Any]:
+        return ledger.book(tool_call_context(config).idempotency_key, "flight", trip_id=trip_id, route=route)
+
+    async def book_hotel(trip_id: str, city: str, nights: int, config: RunnableConfig) -> dict[str, Any]:
+        if city == "Atlantis":
+            raise BusinessFailure("no hotel rooms in Atlantis")
+        return ledger.book(tool_call_context(config).idempotency_key, "hotel", city=city, nights=nights)
+
+    async def cancel(booking_id: str, config: RunnableConfig) -> dict[str, Any]:
+        tool_call_context(config)
+        return ledger.cancel(booking_id)
+
+    def tool(name: str, fn: Any, schema: type[BaseModel]) -> StructuredTool:
+        return StructuredTool.from_function(coroutine=fn, name=name, description=name, args_schema=schema)
+
+    return [
+        Agent(
+            name="airline",
+            instructions="You book flights.",
+            tools=[tool("book_flight", book_flight, FlightArgs), tool("cancel_flight", cancel, CancelArgs)],
+            model=ScriptedChatModel(),
+        ),
+        Agent(
+            name="hotelier",
+            instructions="You book hotels.",
+            tools=[tool("book_hotel", book_hotel, HotelArgs), tool("cancel_hotel", cancel, CancelArgs)],
+            model=ScriptedChatModel(),
+        ),
+    ]
+
+
+TRAVEL = Workflow(
+    name="travel",
+    input_model=Trip,
+    id_field="trip_id",
+    started_event="TripRequested",
+    completed_event="TripBooked",
+    cancelled_event="TripCancelled",
+    steps=(
+        Step(
+            name="flight",
+            agent="airline",
+            action="book_flight",
+            compensation="cancel_flight",
+            events=StepEvents(succeeded="FlightBooked", failed="FlightBookingFailed", compensated="FlightCancelled"),
+            # no facts: the default is the input fields the action accepts (trip_id, route)
+        ),
+        Step(
+            name="hotel",
+            agent="hotelier",
+            action="book_hotel",
+            compensation="cancel_hotel",
+            events=StepEvents(succeeded="HotelBooked", failed="HotelBookingFailed", compensated="HotelCancelled"),
+            facts=lambda trip, done: {"trip_id": trip["trip_id"], "city": trip["city"], "nights": trip["nights"]},
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_trip_is_booked_in_either_mode(mode: str) -> None:
+    ledger = Ledger()
+    trip = {"trip_id": "t-1", "route": "LIS-OSL", "city": "Oslo", "nights": 3}
+    result = await arun_workflow(TRAVEL, trip, agents=travel_agents(ledger), mode=mode)
+    assert result.status is WorkflowStatus.COMPLETED
+    assert [e.type for e in result.events] == ["TripRequested", "FlightBooked", "HotelBooked", "TripBooked"]
+    assert result.outcome("hotel").result == {"booking_id": "hotel-2", "status": "booked", "city": "Oslo", "nights": 3}
+    assert ledger.effects == 2 and len(ledger.live()) == 2
+    assert result.usage.model_calls == 2 and result.usage.tool_calls == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_failed_hotel_undoes_the_flight_in_either_mode(mode: str) -> None:
+    ledger = Ledger()
+    trip = {"trip_id": "t-2", "route": "LIS-ATL", "city": "Atlantis", "nights": 1}
+    result = await arun_workflow(TRAVEL, trip, agents=travel_agents(ledger), mode=mode)
+    assert result.status is WorkflowStatus.COMPENSATED
+    assert [e.type for e in result.events] == [
+        "TripRequested",
+        "FlightBooked",
+        "HotelBookingFailed",
+        "FlightCancelled",
+        "TripCancelled",
+    ]
+    assert result.outcome("flight").status is StepStatus.COMPENSATED
+    assert result.outcome("hotel").status is StepStatus.FAILED
+    assert result.reason is not None and "no hotel rooms in Atlantis" in result.reason
+    assert ledger.live() == []
+
+
+async def test_both_modes_emit_the_same_events_byte_for_byte() -> None:
+    logs = {}
+    for mode in MODES:
+        trip = {"trip_id": "t-3", "route": "LIS-ATL", "city": "Atlantis", "nights": 1}
+        result = await arun_workflow(TRAVEL, trip, agents=travel_agents(Ledger()), mode=mode, clock=LogicalClock())
+        logs[mode] = [e.to_json() for e in result.events]
+    assert logs["orchestration"] == logs["choreography"]
+
+
+async def test_an_agent_the_workflow_names_but_nobody_gave_is_a_definition_error() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="names agent 'hotelier', but no such agent was given"):
+        async with open_coordinator(TRAVEL, agents=travel_agents(Ledger())[:1]):
+            pass

@@ -1,0 +1,127 @@
+"""The whole sandbox: three services behind one ASGI app, reachable in-process.
+
+:class:`Sandbox` mounts the inventory, payment and shipping apps at ``/inventory``,
+``/payment`` and ``/shipping`` and hands out ``httpx.AsyncClient`` s that call the
+app in-process (``httpx.ASGITransport``; no sockets, no ports). Its state is plain
+Python objects, exposed for invariant checks after a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.routing import Mount
+
+from tools.sandbox.idempotency import ServiceCounters, service_app
+from tools.sandbox.inventory import InventoryService, Reservation
+from tools.sandbox.payment import Charge, PaymentService
+from tools.sandbox.scenario import Scenario
+from tools.sandbox.shipping import Shipment, ShippingService
+
+__all__ = ["SANDBOX_BASE_URL", "OrderEffects", "Sandbox"]
+
+SANDBOX_BASE_URL = "http://sandbox"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEffects:
+    """Everything the sandbox holds for one order (the live records, not copies)."""
+
+    order_id: str
+    reservations: tuple[Reservation, ...]
+    charges: tuple[Charge, ...]
+    shipments: tuple[Shipment, ...]
+
+    @property
+    def outstanding(self) -> list[str]:
+        """The effects still in force: held reservations, captured charges, scheduled
+        shipments -- e.g. ``["reservation res_... held"]``. Empty after a full undo."""
+        return [
+            *(f"reservation {r.reservation_id} held" for r in self.reservations if r.status == "held"),
+            *(f"charge {c.charge_id} captured" for c in self.charges if c.status == "captured"),
+            *(f"shipment {s.shipment_id} scheduled" for s in self.shipments if s.status == "scheduled"),
+        ]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of records per kind and status, e.g. ``{"reservation:held": 1}``."""
+        counts: dict[str, int] = {}
+        for kind, records in (
+            ("reservation", self.reservations),
+            ("charge", self.charges),
+            ("shipment", self.shipments),
+        ):
+            for record in records:
+                name = f"{kind}:{record.status}"
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+class Sandbox:
+    """The inventory, payment and shipping services for one run, sharing a scenario.
+
+    ``Sandbox()`` uses :meth:`Scenario.default`. Use :meth:`client` to call it::
+
+        sandbox = Sandbox()
+        async with sandbox.client() as client:
+            await client.get("/inventory/catalogue")
+
+    State for checks: ``sandbox.inventory.stock`` / ``.reservations``,
+    ``sandbox.payment.charges``, ``sandbox.shipping.shipments``,
+    :meth:`effects_for` and :attr:`counters`.
+    """
+
+    def __init__(self, scenario: Scenario | None = None) -> None:
+        self.scenario = scenario if scenario is not None else Scenario.default()
+        self.inventory = InventoryService(self.scenario)
+        self.payment = PaymentService(self.scenario)
+        self.shipping = ShippingService(self.scenario)
+        self.app = service_app(
+            [
+                Mount("/inventory", app=self.inventory.app),
+                Mount("/payment", app=self.payment.app),
+                Mount("/shipping", app=self.shipping.app),
+            ]
+        )
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` wired to this sandbox in-process, with base URL
+        ``http://sandbox`` (so service URLs are ``http://sandbox/inventory`` etc.).
+
+        ``kwargs`` go to ``httpx.AsyncClient`` (e.g. ``timeout``); ``base_url`` may be
+        overridden, ``transport`` may not. Close it (``async with``) when done.
+        """
+        if "transport" in kwargs:
+            raise TypeError("Sandbox.client() sets its own transport; do not pass transport=")
+        kwargs.setdefault("base_url", SANDBOX_BASE_URL)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), **kwargs)
+
+    @property
+    def counters(self) -> dict[str, ServiceCounters]:
+        """Per-service request and effect counters, keyed ``inventory``, ``payment``, ``shipping``."""
+        return {
+            "inventory": self.inventory.counters,
+            "payment": self.payment.counters,
+            "shipping": self.shipping.counters,
+        }
+
+    @property
+    def request_counts(self) -> dict[str, int]:
+        """HTTP requests answered per service."""
+        return {name: counters.requests for name, counters in self.counters.items()}
+
+    @property
+    def effect_counts(self) -> dict[str, int]:
+        """State changes applied per service."""
+        return {name: counters.effects for name, counters in self.counters.items()}
+
+    def effects_for(self, order_id: str) -> OrderEffects:
+        """Every reservation, charge and shipment made for ``order_id``."""
+        return OrderEffects(
+            order_id=order_id,
+            reservations=tuple(r for r in self.inventory.reservations.values() if r.order_id == order_id),
+            charges=tuple(c for c in self.payment.charges.values() if c.order_id == order_id),
+            shipments=tuple(s for s in self.shipping.shipments.values() if s.order_id == order_id),
+        )
