@@ -183,8 +183,12 @@ class EventBus(Protocol):
         """
         ...
 
-    def dead_letters(self) -> list[DeadLetter]:
-        """The events currently dead-lettered, oldest first (a copy)."""
+    async def dead_letters(self) -> list[DeadLetter]:
+        """The events currently dead-lettered, oldest first (a copy).
+
+        Async because a broker backend reads them from the broker (a dead-letter
+        queue or subject) without consuming them.
+        """
         ...
 
     async def replay_dead_letters(self, group: str | None = None) -> int:

@@ -300,7 +300,7 @@ class InMemoryBus:
         finally:
             self._close_finished.set()
 
-    def dead_letters(self) -> list[DeadLetter]:
+    async def dead_letters(self) -> list[DeadLetter]:
         """The dead-lettered events, oldest first (a copy)."""
         return list(self._dead)
 

@@ -57,9 +57,18 @@ async def _settle_memory(bus: EventBus) -> None:
     await bus.wait_idle(timeout=5.0)
 
 
+def _broker_backends() -> tuple[BackendConfig, ...]:
+    # Each broker's config lives in its own module (backend_<name>.py) so backends are
+    # added without editing each other's code.
+    from tests.contract.backend_nats import NATS_BACKENDS
+    from tests.contract.backend_rabbitmq import RABBITMQ_BACKENDS
+
+    return (*RABBITMQ_BACKENDS, *NATS_BACKENDS)
+
+
 BACKENDS: tuple[BackendConfig, ...] = (
     BackendConfig(name="memory", open=_open_memory, settle=_settle_memory),
-    # BackendConfig(name="rabbitmq", open=..., settle=..., drains_on_close=False, marks=(pytest.mark.services,)),
+    *_broker_backends(),
 )
 
 

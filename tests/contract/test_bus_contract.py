@@ -169,7 +169,7 @@ async def test_handler_that_fails_twice_is_redelivered_then_acked(
 
     assert len(attempts) == 3
     assert all(a == event for a in attempts)
-    assert bus.dead_letters() == []
+    assert (await bus.dead_letters()) == []
     stats = bus.stats()
     assert (stats.published, stats.delivered, stats.acked, stats.redelivered, stats.dead_lettered) == (1, 3, 1, 2, 0)
 
@@ -197,7 +197,7 @@ async def test_handler_that_always_fails_is_dead_lettered_and_replayable(
     await bus_backend.settle(bus)
 
     assert len(attempts) == 3
-    (dead,) = bus.dead_letters()
+    (dead,) = await bus.dead_letters()
     assert dead.event == event
     assert dead.group == group
     assert dead.deliveries == 3
@@ -210,7 +210,7 @@ async def test_handler_that_always_fails_is_dead_lettered_and_replayable(
     assert await asyncio.wait_for(handled, WAIT) == event
     await bus_backend.settle(bus)
     assert len(attempts) == 4
-    assert bus.dead_letters() == []
+    assert (await bus.dead_letters()) == []
 
 
 async def test_fan_out_across_groups_and_competition_within_a_group(
@@ -409,7 +409,7 @@ async def test_closing_the_bus_after_concurrent_publishes_loses_nothing(
     await bus.close()
 
     handled = inbox.ids()
-    parked = [d.event.id for d in bus.dead_letters()]
+    parked = [d.event.id for d in (await bus.dead_letters())]
     assert_each_once(handled + parked, ids(events))
     assert parked == [], "with live members and no timeout, close() must handle everything accepted"
 

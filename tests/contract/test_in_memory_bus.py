@@ -57,7 +57,7 @@ async def test_close_cancels_handlers_past_the_timeout_and_dead_letters_what_is_
 
     await asyncio.wait_for(bus.close(), 2)
 
-    dead = bus.dead_letters()
+    dead = await bus.dead_letters()
     assert sorted(d.event.id for d in dead) == sorted(e.id for e in events)
     assert {d.group for d in dead} == {group}
     assert all(d.error.startswith("BusClosed:") for d in dead)
@@ -72,7 +72,7 @@ async def test_events_of_a_group_without_members_become_dead_letters_at_close() 
 
     await asyncio.wait_for(bus.close(), 2)  # does not wait for a group nobody consumes
 
-    (dead,) = bus.dead_letters()
+    (dead,) = await bus.dead_letters()
     assert (dead.group, dead.deliveries) == (group, 0)
 
 
@@ -93,7 +93,7 @@ async def test_redeliveries_back_off_exponentially() -> None:
         tolerance = 0.005  # loop timers may fire up to the clock resolution early
         assert seen[1] - seen[0] >= 0.02 - tolerance
         assert seen[2] - seen[1] >= 0.04 - tolerance
-        (dead,) = bus.dead_letters()
+        (dead,) = await bus.dead_letters()
         assert dead.error == "TimeoutError: upstream slow"
 
 
@@ -110,7 +110,7 @@ async def test_a_pending_redelivery_at_close_is_dead_lettered() -> None:
     await asyncio.wait_for(failed.wait(), 2)
     await asyncio.wait_for(bus.close(), 2)
 
-    (dead,) = bus.dead_letters()
+    (dead,) = await bus.dead_letters()
     assert (dead.deliveries, dead.error.split(":")[0]) == (1, "BusClosed")
 
 
@@ -136,7 +136,7 @@ async def test_subscription_close_timeout_puts_the_cancelled_event_back_for_the_
 
         assert await asyncio.wait_for(handled, 2) == event
         await bus.wait_idle(timeout=2)
-        assert bus.dead_letters() == []
+        assert (await bus.dead_letters()) == []
 
 
 async def test_a_handler_may_close_its_own_subscription() -> None:
