@@ -185,9 +185,12 @@ class Choreography:
                 await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self.projection.record)
             )
 
-    async def publish(self, event: Event) -> None:
-        """Log then publish: the log is the trace, the bus is the delivery."""
-        self.event_log.append([event], run_id=self.run_id)
+    async def publish(self, event: Event, *, run_id: str | None = None) -> None:
+        """Log then publish: the log is the trace, the bus is the delivery.
+
+        Only a start event names its run; the others join their cause's run.
+        """
+        self.event_log.append([event], run_id=run_id)
         await self.bus.publish(event)
 
     def _handler(self, table: Mapping[str, NextAction]) -> Any:
@@ -223,7 +226,7 @@ class Choreography:
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
         waiter = self.projection.expect(workflow_id)
-        await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")))
+        await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
         try:
             events = await asyncio.wait_for(waiter, timeout=self.run_timeout)
         except TimeoutError:

@@ -210,7 +210,13 @@ def _summary(result: WorkflowResult) -> dict[str, Any]:
     }
 
 
-STATUS_STYLE = {WorkflowStatus.COMPLETED: "green", WorkflowStatus.COMPENSATED: "yellow", WorkflowStatus.FAILED: "red"}
+STATUS_STYLE = {
+    WorkflowStatus.COMPLETED: "green",
+    WorkflowStatus.COMPENSATED: "yellow",
+    WorkflowStatus.NEEDS_ATTENTION: "bold red",
+    WorkflowStatus.AWAITING_APPROVAL: "cyan",
+    WorkflowStatus.FAILED: "red",
+}
 
 
 def _print_table(results: list[WorkflowResult], mode: str) -> None:
@@ -242,7 +248,8 @@ def _summary_line(results: list[WorkflowResult], problems: list[InputProblem]) -
     counts = {status: 0 for status in WorkflowStatus}
     for result in results:
         counts[result.status] += 1
-    parts = [f"{counts[s]} {s.value}" for s in WorkflowStatus]
+    always = (WorkflowStatus.COMPLETED, WorkflowStatus.COMPENSATED)
+    parts = [f"{counts[s]} {s.value}" for s in WorkflowStatus if s in always or counts[s]]
     line = f"{len(results)} runs: " + ", ".join(parts)
     if problems:
         line += f"; {len(problems)} input problem(s), see above"

@@ -5,6 +5,11 @@ emitted it; choreography: the participant that published it). Appends are
 idempotent on (run id, event id): a re-run node or a redelivered handler re-emits an
 event with the same id, and the log keeps one copy.
 
+Runs: a workflow's start event is appended with an explicit ``run_id`` (one CLI
+invocation, say); every later event *inherits* the run of its cause, looked up in
+the log. So a run resumed by another process after a crash, or continued by worker
+processes that know nothing of the run, still lands in the run it belongs to.
+
 :class:`SqliteEventLog` is the default (a file under the state directory; WAL mode,
 so several processes can append to one file); :class:`MemoryEventLog` is for tests.
 """
@@ -19,23 +24,28 @@ from typing import Protocol
 
 from coordinator.events import Event, parse_event
 
-__all__ = ["EventLog", "MemoryEventLog", "SqliteEventLog", "causal_order"]
+__all__ = ["ORPHAN_RUN", "EventLog", "MemoryEventLog", "SqliteEventLog", "causal_order"]
 
 
 class EventLog(Protocol):
     """Append-only store of events, grouped by run.
 
     * ``append`` is idempotent per (run_id, event.id) and durable when it returns;
+      with ``run_id=None`` each event joins the latest run that holds its cause
+      (``"orphan"`` when the cause is unknown);
     * ``events(subject)`` returns one workflow's events of one run (the latest run
       that has any, unless ``run_id`` is given) in append order;
     * safe to call from several coroutines; SQLite also from several processes.
     """
 
-    def append(self, events: Sequence[Event], *, run_id: str) -> None: ...
+    def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None: ...
 
     def events(self, subject: str, *, run_id: str | None = None) -> list[Event]: ...
 
     def close(self) -> None: ...
+
+
+ORPHAN_RUN = "orphan"
 
 
 class MemoryEventLog:
@@ -44,13 +54,16 @@ class MemoryEventLog:
     def __init__(self) -> None:
         self._runs: dict[str, dict[str, Event]] = {}
         self._order: list[tuple[str, str]] = []  # (run_id, subject) in first-append order
+        self._run_of: dict[str, str] = {}  # event id -> latest run holding it
 
-    def append(self, events: Sequence[Event], *, run_id: str) -> None:
-        run = self._runs.setdefault(run_id, {})
+    def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
         for event in events:
+            run_of_event = run_id or self._run_of.get(event.causation_id or "", ORPHAN_RUN)
+            run = self._runs.setdefault(run_of_event, {})
+            self._run_of[event.id] = run_of_event
             if event.id not in run:
                 run[event.id] = event
-                self._order.append((run_id, event.subject))
+                self._order.append((run_of_event, event.subject))
 
     def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
         if run_id is None:
@@ -92,14 +105,21 @@ class SqliteEventLog:
             )"""
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_id ON events (id, seq)")
 
-    def append(self, events: Sequence[Event], *, run_id: str) -> None:
-        rows = [(run_id, e.id, e.subject, e.type, e.causation_id, e.to_json()) for e in events]
+    def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
         with self._lock:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO events (run_id, id, subject, type, causation_id, body) VALUES (?,?,?,?,?,?)",
-                rows,
-            )
+            for event in events:
+                run = run_id
+                if run is None:
+                    row = self._db.execute(
+                        "SELECT run_id FROM events WHERE id = ? ORDER BY seq DESC LIMIT 1", (event.causation_id,)
+                    ).fetchone()
+                    run = row[0] if row else ORPHAN_RUN
+                self._db.execute(
+                    "INSERT OR IGNORE INTO events (run_id, id, subject, type, causation_id, body) VALUES (?,?,?,?,?,?)",
+                    (run, event.id, event.subject, event.type, event.causation_id, event.to_json()),
+                )
 
     def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
         with self._lock:

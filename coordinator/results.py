@@ -23,17 +23,35 @@ class StepStatus(StrEnum):
 
 
 class WorkflowStatus(StrEnum):
-    """How a workflow run ended.
+    """Where a workflow run stands.
+
+    Ended:
 
     * ``completed`` -- every step succeeded;
-    * ``compensated`` -- a step failed and every completed step was undone;
-    * ``failed`` -- a compensation could not complete: something is still held and
-      needs a person (the reason says what).
+    * ``compensated`` -- a step failed (or was rejected) and every completed step
+      was undone;
+    * ``needs_attention`` -- a compensation could not complete even after its
+      retries: something is still held and a person must look (the reason says what).
+
+    Not ended:
+
+    * ``awaiting_approval`` -- paused before a step until a person approves or
+      rejects it (``coordinator approve`` / ``reject``);
+    * ``failed`` -- the coordinator itself could not carry the run on (a crash of
+      its own code, a lost participant); the reason says why. A durable run in this
+      state can be resumed.
     """
 
     COMPLETED = "completed"
     COMPENSATED = "compensated"
+    NEEDS_ATTENTION = "needs_attention"
+    AWAITING_APPROVAL = "awaiting_approval"
     FAILED = "failed"
+
+    @property
+    def ended(self) -> bool:
+        """True for the statuses a run never leaves."""
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.COMPENSATED, WorkflowStatus.NEEDS_ATTENTION)
 
 
 class Usage(BaseModel):
@@ -81,11 +99,13 @@ class WorkflowResult(BaseModel):
     steps: list[StepOutcome]
     events: list[Event]
     duration_ms: float = 0.0
+    supervisor_usage: Usage = Field(default_factory=Usage)
 
     @property
     def usage(self) -> Usage:
-        """Model and tool work summed over every step, compensations included."""
-        total = Usage()
+        """Model and tool work summed over every step, compensations included, plus
+        what a model-driven supervisor spent choosing agents."""
+        total = self.supervisor_usage
         for step in self.steps:
             total = total + step.usage
         return total

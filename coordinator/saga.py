@@ -85,6 +85,10 @@ class Saga:
             self._kinds[step.events.failed] = ("failed", i)
             self._kinds[step.events.compensated] = ("compensated", i)
             self._kinds[self.compensation_failed_event(step)] = ("compensation_failed", i)
+            if step.approval is not None:
+                self._kinds[f"{step.title}ApprovalRequested"] = ("approval_requested", i)
+                self._kinds[f"{step.title}Approved"] = ("approved", i)
+                self._kinds[f"{step.title}Rejected"] = ("rejected", i)
         self._kinds[workflow.completed_event] = ("completed", len(steps))
         self._kinds[workflow.cancelled_event] = ("cancelled", len(steps))
 
@@ -107,6 +111,17 @@ class Saga:
     def is_terminal(self, event_type: str) -> bool:
         return event_type in self.terminal_events
 
+    def is_pause(self, event_type: str) -> bool:
+        """True for an approval request: the run waits for a person, not for an agent."""
+        return self._kinds.get(event_type, ("", 0))[0] == "approval_requested"
+
+    def approval_reason(self, step: Step, *, cause: Event, parameters: Mapping[str, Any]) -> str | None:
+        """Why a person must approve ``step`` before it runs after ``cause``; None when
+        no approval is needed (no rule, the rule says no, or ``cause`` is the approval)."""
+        if step.approval is None or cause.type == f"{step.title}Approved":
+            return None
+        return step.approval(cause.data.get("input", {}), cause.data.get("results", {}), parameters)
+
     def next_action(self, event_type: str) -> NextAction | None:
         """What follows an event of ``event_type``; None after a terminal event.
 
@@ -124,7 +139,9 @@ class Saga:
             if i + 1 < len(steps):
                 return NextAction(Action.PERFORM, steps[i + 1])
             return NextAction(Action.COMPLETE)
-        if kind in ("failed", "compensated", "compensation_failed"):
+        if kind == "approved":
+            return NextAction(Action.PERFORM, steps[i])
+        if kind in ("failed", "rejected", "compensated", "compensation_failed"):
             # Unwind in reverse: the step before the one that failed or was just undone.
             if i >= 1:
                 return NextAction(Action.COMPENSATE, steps[i - 1])
@@ -186,6 +203,31 @@ class Saga:
             event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause
         )
 
+    def approval_requested(self, step: Step, reason: str, *, cause: Event) -> Event:
+        """The event that pauses a run before ``step`` until a person decides."""
+        data = _carried(cause)
+        data.update(step=step.name, reason=reason)
+        return self.factory.event(
+            f"{step.title}ApprovalRequested",
+            subject=cause.subject,
+            source=f"agent/{step.agent}",
+            data=data,
+            cause=cause,
+        )
+
+    def approval_decided(self, step: Step, *, approved: bool, by: str, note: str, cause: Event) -> Event:
+        """A person's decision on ``step``: approved (the step runs) or rejected (it
+        fails with the note as reason, and the completed steps are compensated)."""
+        data = _carried(cause)
+        data.update(step=step.name, by=by, note=note)
+        if approved:
+            event_type = f"{step.title}Approved"
+        else:
+            reason = f"rejected by {by}" + (f": {note}" if note else "")
+            data.update(reason=reason, failure={"step": step.name, "reason": reason})
+            event_type = f"{step.title}Rejected"
+        return self.factory.event(event_type, subject=cause.subject, source=f"person/{by}", data=data, cause=cause)
+
     def finished(self, *, cause: Event) -> Event:
         """The terminal event that follows ``cause`` (completed or cancelled)."""
         nxt = self.next_action(cause.type)
@@ -196,7 +238,8 @@ class Saga:
             return self.factory.event(
                 self.workflow.completed_event, subject=cause.subject, source=self.source, data=data, cause=cause
             )
-        status = WorkflowStatus.FAILED if data.get("compensation_failures") else WorkflowStatus.COMPENSATED
+        failures = data.get("compensation_failures")
+        status = WorkflowStatus.NEEDS_ATTENTION if failures else WorkflowStatus.COMPENSATED
         data["status"] = status.value
         return self.factory.event(
             self.workflow.cancelled_event, subject=cause.subject, source=self.source, data=data, cause=cause
@@ -209,7 +252,8 @@ class Saga:
     ) -> WorkflowResult:
         """Rebuild a run's :class:`WorkflowResult` from its events (duplicates ignored).
 
-        The run must have ended (its last event terminal); otherwise ValueError.
+        A run without a terminal event is ``awaiting_approval`` when its last event is
+        an approval request, ``failed`` otherwise (it stopped short: see ``reason``).
         """
         seen: set[str] = set()
         chain: list[Event] = []
@@ -223,7 +267,10 @@ class Saga:
         for event in chain:
             kind, _ = self._kinds.get(event.type, ("foreign", -1))
             data = event.data
-            if kind in ("succeeded", "failed", "compensated", "compensation_failed"):
+            if kind == "rejected":
+                outcome = outcomes[data["step"]]
+                outcome.status, outcome.reason = StepStatus.FAILED, data.get("reason")
+            elif kind in ("succeeded", "failed", "compensated", "compensation_failed"):
                 outcome = outcomes[data["step"]]
                 outcome.usage = outcome.usage + Usage.model_validate(data.get("usage") or {})
                 if kind == "succeeded":
@@ -244,8 +291,15 @@ class Saga:
                 reason = f"step {failure.get('step')!r} failed: {failure.get('reason')}" if failure else None
                 for problem in data.get("compensation_failures") or []:
                     reason = f"{reason}; undo of {problem['step']!r} failed: {problem['reason']}"
-        if status is None:
-            raise ValueError(f"run {workflow_id!r} of {self.workflow.name!r} has not ended: no terminal event")
+        if status is None and chain and self.is_pause(chain[-1].type):
+            status = WorkflowStatus.AWAITING_APPROVAL
+            reason = (
+                f"waiting for a person to approve step {chain[-1].data.get('step')!r}: {chain[-1].data.get('reason')}"
+            )
+        elif status is None:
+            status = WorkflowStatus.FAILED
+            last = chain[-1].type if chain else "none"
+            reason = f"the run stopped before its end; its last event is {last}"
         return WorkflowResult(
             workflow=self.workflow.name,
             workflow_id=workflow_id,

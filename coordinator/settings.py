@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +43,10 @@ class RunSettings(BaseModel):
       lightly: an undo that cannot complete leaves the workflow ``failed``);
     * ``max_reasks`` -- how many times a model whose answer the guard refused is told
       what was wrong and asked again before the step fails;
+    * ``step_timeout`` -- seconds one step (its model calls, tool calls and retries)
+      may take before it fails; None: no limit;
+    * ``parameters`` -- free-form values the workflow's rules read (e.g. the amount
+      above which a payment needs approval);
     * ``seed`` -- makes event ids, jitter and sandbox faults reproducible.
     """
 
@@ -50,4 +55,6 @@ class RunSettings(BaseModel):
     tool_retries: Backoff = Backoff()
     compensation_retries: Backoff = Backoff(max_attempts=8, max_delay=5.0)
     max_reasks: int = Field(default=2, ge=0)
+    step_timeout: float | None = Field(default=120.0, gt=0)
+    parameters: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0

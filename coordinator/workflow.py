@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from coordinator.errors import InvalidInput, WorkflowDefinitionError
 
-__all__ = ["Facts", "Step", "StepEvents", "Workflow"]
+__all__ = ["ApprovalRule", "CompensationFacts", "Facts", "Step", "StepEvents", "Workflow"]
 
 #: ``facts(input, results) -> arguments``: the values the step's action must be
 #: called with, computed from the workflow input (JSON-mode dict) and the results of
@@ -45,6 +45,11 @@ Facts = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], Mapping[s
 #: ``compensation_facts(result) -> arguments`` for the compensation tool, from the
 #: recorded result of the step being undone.
 CompensationFacts = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+#: ``approval(input, results, parameters) -> reason | None``: why a person must
+#: approve the step before it runs, or None when no approval is needed.
+#: ``parameters`` are the run's :attr:`RunSettings.parameters` (thresholds, say).
+ApprovalRule = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]], Mapping[str, Any]], str | None]
 
 
 class StepEvents(BaseModel):
@@ -67,6 +72,8 @@ class Step(BaseModel):
       ``None`` means the step needs no undo.
     * ``facts`` computes the action's expected arguments (see :data:`Facts`). By
       default: the input fields whose names the action tool accepts.
+    * ``approval`` (see :data:`ApprovalRule`) pauses the run before the step until a
+      person approves; a rejection fails the step and compensates the others.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -79,6 +86,14 @@ class Step(BaseModel):
     description: str = ""
     facts: Facts | None = None
     compensation_facts: CompensationFacts | None = None
+    approval: ApprovalRule | None = None
+
+    @property
+    def title(self) -> str:
+        """The step name in CamelCase, e.g. ``payment`` -> ``Payment``; prefixes the
+        step's approval events (``PaymentApprovalRequested``, ``PaymentApproved``,
+        ``PaymentRejected``)."""
+        return "".join(part[:1].upper() + part[1:] for part in self.name.split("_"))
 
 
 class Workflow(BaseModel):
@@ -117,6 +132,8 @@ class Workflow(BaseModel):
         event_names = [self.started_event, self.completed_event, self.cancelled_event]
         for step in self.steps:
             event_names += [step.events.succeeded, step.events.failed, step.events.compensated]
+            if step.approval is not None:
+                event_names += [f"{step.title}ApprovalRequested", f"{step.title}Approved", f"{step.title}Rejected"]
         dupes = sorted({n for n in event_names if event_names.count(n) > 1})
         if dupes:
             raise WorkflowDefinitionError(f"workflow {self.name!r}: event names must be unique, repeated: {dupes}")

@@ -13,45 +13,78 @@ The state is the run's event list. The supervisor reads the latest event, asks t
 saga what follows (:meth:`coordinator.saga.Saga.next_action`) and hands off with a
 ``Command``: to the owning agent's node to perform a step, to ``compensate`` to undo
 one (completed steps are undone one node visit at a time, in reverse order), or it
-emits the terminal event and ends. Agent nodes run the step through the shared
-:class:`agents.runner.StepRunner` (model, guard, tool) and append its event.
+emits the terminal event and ends. With a model-driven supervisor
+(:class:`graphs.supervisor.ModelSupervisor`) a chat model picks the agent through
+handoff tools, and the saga's choice is the only legal one: anything else is
+refused and re-asked.
 
-The workflow id is the graph's thread id, so a checkpointer keeps each run's state
-in one place; a run that is started again with the same id is resumed, or, when it
-already ended, answered from its checkpoint.
+Agent nodes run the step through the shared :class:`agents.runner.StepRunner`
+(model, guard, tool). A step with an approval rule first emits its
+``...ApprovalRequested`` event and pauses the graph with ``interrupt``; resuming
+with a decision emits ``...Approved`` (the step runs) or ``...Rejected`` (the step
+fails and the completed ones are compensated).
+
+The workflow id is the graph's thread id. With a durable checkpointer a run that is
+started again with the same id is resumed where it stopped, or, when it already
+ended, answered from its checkpoint; tool calls carry idempotency keys, so a node
+re-run after a crash repeats no effect.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-from typing import Annotated, Any, TypedDict
+from collections.abc import Mapping
+from typing import Annotated, Any, Protocol, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 
 from agents.runner import StepRunner
+from coordinator.errors import CoordinatorError
 from coordinator.eventlog import EventLog, MemoryEventLog
 from coordinator.events import Event
-from coordinator.results import WorkflowResult
-from coordinator.saga import Action, Saga
+from coordinator.results import Usage, WorkflowResult
+from coordinator.saga import Action, NextAction, Saga, StepReport
 
-__all__ = ["Orchestrator", "RunState", "build_graph"]
+__all__ = ["COMPENSATE", "SUPERVISOR", "Decision", "Orchestrator", "RunState", "Supervisor", "build_graph"]
 
 SUPERVISOR = "supervisor"
 COMPENSATE = "compensate"
 
 
 class RunState(TypedDict):
-    """A run's graph state: its events (JSON-mode dicts, append-only) and the step
-    the supervisor handed off."""
+    """A run's graph state: its events (JSON-mode dicts, append-only), the step the
+    supervisor handed off, and the model work the supervisor itself spent."""
 
     events: Annotated[list[dict[str, Any]], operator.add]
     step: str
+    supervisor_usage: Annotated[list[dict[str, int]], operator.add]
+
+
+class Decision(TypedDict, total=False):
+    """What a person answers to an approval request (the ``interrupt`` resume value)."""
+
+    approved: bool
+    by: str
+    note: str
+
+
+class Supervisor(Protocol):
+    """Picks the agent for the next forward step.
+
+    ``choose`` gets the run's latest event and the saga's decision (the only legal
+    one) and returns the model work it spent plus ``None`` when the handoff was to
+    the expected step's agent, or the reason it could not get a legal handoff (the
+    step then fails and the completed ones are compensated). Undo and finishing are
+    never delegated: compensation is not a model's decision.
+    """
+
+    async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]: ...
 
 
 def build_graph(
@@ -59,24 +92,26 @@ def build_graph(
     saga: Saga,
     *,
     event_log: EventLog,
-    run_id: str,
+    supervisor: Supervisor | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> StateGraph[RunState, Any, RunState, RunState]:
     """The (uncompiled) supervisor graph for ``runner.workflow``.
 
-    Every node appends the events it emits to ``event_log`` under ``run_id`` as it
-    emits them (idempotent, so a re-run node does not duplicate them).
+    Every node appends the events it emits to ``event_log`` as it emits them; they
+    join their cause's run, and re-appending (a node re-run after a crash) is a no-op.
     """
     workflow = runner.workflow
     agent_nodes = workflow.agent_names
+    params = dict(parameters or {})
 
     def latest(state: RunState) -> Event:
         return Event.model_validate(state["events"][-1])
 
-    def emit(event: Event) -> list[dict[str, Any]]:
-        event_log.append([event], run_id=run_id)
-        return [event.model_dump(mode="json")]
+    def emit(*events: Event) -> list[dict[str, Any]]:
+        event_log.append(events)
+        return [e.model_dump(mode="json") for e in events]
 
-    async def supervisor(state: RunState) -> Command[str]:
+    async def supervise(state: RunState) -> Command[str]:
         last = latest(state)
         nxt = saga.next_action(last.type)
         if nxt is None:
@@ -84,16 +119,42 @@ def build_graph(
         if nxt.action in (Action.COMPLETE, Action.CANCEL):
             return Command(goto=END, update={"events": emit(saga.finished(cause=last))})
         assert nxt.step is not None
-        goto = nxt.step.agent if nxt.action is Action.PERFORM else COMPENSATE
-        return Command(goto=goto, update={"step": nxt.step.name})
+        if nxt.action is Action.COMPENSATE:
+            return Command(goto=COMPENSATE, update={"step": nxt.step.name})
+        if supervisor is None:
+            return Command(goto=nxt.step.agent, update={"step": nxt.step.name})
+        problem, usage = await supervisor.choose(last, nxt)
+        spent = [usage.model_dump()]
+        if problem is not None:
+            failed = saga.performed(nxt.step, StepReport(ok=False, reason=problem), cause=last)
+            return Command(goto=SUPERVISOR, update={"events": emit(failed), "supervisor_usage": spent})
+        return Command(goto=nxt.step.agent, update={"step": nxt.step.name, "supervisor_usage": spent})
 
     async def perform(state: RunState) -> Command[str]:
         last = latest(state)
         step = workflow.step(state["step"])
+        cause, emitted = last, []
+        reason = saga.approval_reason(step, cause=last, parameters=params)
+        if reason is not None:
+            requested = saga.approval_requested(step, reason, cause=last)
+            event_log.append([requested])  # visible to `coordinator status` while paused
+            answer: Decision = interrupt({"workflow_id": last.subject, "step": step.name, "reason": reason})
+            decided = saga.approval_decided(
+                step,
+                approved=bool(answer.get("approved")),
+                by=answer.get("by") or "someone",
+                note=answer.get("note") or "",
+                cause=requested,
+            )
+            emitted += [requested, decided]
+            if not answer.get("approved"):
+                return Command(goto=SUPERVISOR, update={"events": emit(*emitted)})
+            cause = decided
         report = await runner.perform(
-            step, workflow_id=last.subject, input=last.data["input"], results=last.data["results"]
+            step, workflow_id=last.subject, input=cause.data["input"], results=cause.data["results"]
         )
-        return Command(goto=SUPERVISOR, update={"events": emit(saga.performed(step, report, cause=last))})
+        emitted.append(saga.performed(step, report, cause=cause))
+        return Command(goto=SUPERVISOR, update={"events": emit(*emitted)})
 
     async def compensate(state: RunState) -> Command[str]:
         last = latest(state)
@@ -102,7 +163,7 @@ def build_graph(
         return Command(goto=SUPERVISOR, update={"events": emit(saga.compensated(step, report, cause=last))})
 
     graph: StateGraph[RunState, Any, RunState, RunState] = StateGraph(RunState)
-    graph.add_node(SUPERVISOR, supervisor, destinations=(*agent_nodes, COMPENSATE, END))
+    graph.add_node(SUPERVISOR, supervise, destinations=(SUPERVISOR, *agent_nodes, COMPENSATE, END))
     for name in agent_nodes:
         graph.add_node(name, perform, destinations=(SUPERVISOR,))
     graph.add_node(COMPENSATE, compensate, destinations=(SUPERVISOR,))
@@ -114,9 +175,9 @@ class Orchestrator:
     """Runs workflows as LangGraph supervisor graphs over a checkpointer.
 
     ``checkpointer`` defaults to an ``InMemorySaver`` whose threads are deleted once
-    a run has ended (so memory does not grow with finished runs); a durable saver
-    keeps them, which is what lets a re-run of an ended workflow id answer from its
-    checkpoint instead of running again.
+    a run has ended (memory must not grow with finished runs); a durable saver keeps
+    them, which is what lets a workflow id started again be answered from its
+    checkpoint instead of running twice.
     """
 
     mode = "orchestration"
@@ -129,6 +190,7 @@ class Orchestrator:
         checkpointer: BaseCheckpointSaver[Any] | None = None,
         event_log: EventLog | None = None,
         run_id: str = "run",
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.runner = runner
         self.saga = saga
@@ -137,31 +199,87 @@ class Orchestrator:
         self._forget_ended = checkpointer is None
         self.checkpointer: BaseCheckpointSaver[Any] = checkpointer if checkpointer is not None else InMemorySaver()
         self.graph: CompiledStateGraph[RunState, Any, RunState, RunState] = build_graph(
-            runner, saga, event_log=self.event_log, run_id=run_id
+            runner, saga, event_log=self.event_log, supervisor=supervisor, parameters=runner.settings.parameters
         ).compile(checkpointer=self.checkpointer, name=runner.workflow.name)
-        # Each step visits the supervisor and one worker node; an undo likewise; plus
-        # start and finish. Anything beyond that is a loop, which must fail loudly.
+        # Each step visits the supervisor and one worker node (an approval pauses
+        # inside the worker); each undo likewise; plus the finish. More than that is
+        # a loop, which must fail loudly rather than spin.
         self.recursion_limit = 4 * len(runner.workflow.steps) + 6
 
+    def _config(self, workflow_id: str) -> Any:
+        return {"configurable": {"thread_id": workflow_id}, "recursion_limit": self.recursion_limit}
+
     async def run(self, input: BaseModel) -> WorkflowResult:
-        """Run (or resume, or answer from its checkpoint) the workflow for ``input``."""
+        """Run the workflow for ``input``; if its id has a run already, resume that
+        run where it stopped, or answer from its checkpoint when it ended."""
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
-        config: Any = {"configurable": {"thread_id": workflow_id}, "recursion_limit": self.recursion_limit}
-        snapshot = await self.graph.aget_state(config)
+        snapshot = await self.graph.aget_state(self._config(workflow_id))
         if snapshot.values.get("events"):
-            # A run with this id exists: resume it where it stopped (no-op if it ended).
-            state = await self.graph.ainvoke(None, config) if snapshot.next else snapshot.values
+            return await self._continue(workflow_id, None, started)
+        first = self.saga.started(workflow_id, input.model_dump(mode="json"))
+        self.event_log.append([first], run_id=self.run_id)
+        return await self._start(first, started)
+
+    async def resume(self, workflow_id: str) -> WorkflowResult:
+        """Carry on an unfinished run (after a crash, say) from its last checkpoint.
+
+        A run whose start event is in the event log but that never reached its first
+        checkpoint is started from that event. Raises CoordinatorError when nothing
+        is known of ``workflow_id``.
+        """
+        started = time.perf_counter()
+        snapshot = await self.graph.aget_state(self._config(workflow_id))
+        if snapshot.values.get("events"):
+            return await self._continue(workflow_id, None, started)
+        first = next(
+            (e for e in self.event_log.events(workflow_id) if e.type == self.saga.workflow.started_event), None
+        )
+        if first is None:
+            raise CoordinatorError(f"no run of {workflow_id!r} to resume: neither a checkpoint nor a start event")
+        return await self._start(first, started)
+
+    async def decide(self, workflow_id: str, decision: Decision) -> WorkflowResult:
+        """Answer a pending approval of ``workflow_id`` and carry the run on."""
+        snapshot = await self.graph.aget_state(self._config(workflow_id))
+        if not any(task.interrupts for task in snapshot.tasks):
+            raise CoordinatorError(f"{workflow_id!r} is not waiting for an approval; see `coordinator status`")
+        return await self._continue(workflow_id, Command(resume=decision), time.perf_counter())
+
+    async def _start(self, first: Event, started: float) -> WorkflowResult:
+        initial: RunState = {"events": [first.model_dump(mode="json")], "step": "", "supervisor_usage": []}
+        state = await self.graph.ainvoke(initial, self._config(first.subject))
+        return await self._result(first.subject, state, started)
+
+    async def _continue(self, workflow_id: str, resume: Command[Any] | None, started: float) -> WorkflowResult:
+        config = self._config(workflow_id)
+        snapshot = await self.graph.aget_state(config)
+        pending_approval = any(task.interrupts for task in snapshot.tasks)
+        if snapshot.next and (resume is not None or not pending_approval):
+            state = await self.graph.ainvoke(resume, config)
         else:
-            first = self.saga.started(workflow_id, input.model_dump(mode="json"))
-            self.event_log.append([first], run_id=self.run_id)
-            initial: RunState = {"events": [first.model_dump(mode="json")], "step": ""}
-            state = await self.graph.ainvoke(initial, config)
+            state = dict(snapshot.values)
+        return await self._result(workflow_id, state, started)
+
+    async def _result(self, workflow_id: str, state: Mapping[str, Any], started: float) -> WorkflowResult:
         events = [Event.model_validate(e) for e in state["events"]]
-        if self._forget_ended:
+        snapshot = await self.graph.aget_state(self._config(workflow_id))
+        for task in snapshot.tasks:
+            for pending in task.interrupts:
+                # The approval request was logged by the paused node; it is not in the
+                # graph state until the node finishes.
+                requested = [e for e in self.event_log.events(workflow_id) if self.saga.is_pause(e.type)]
+                if requested and pending.value.get("step") == requested[-1].data.get("step"):
+                    events.append(requested[-1])
+        result = self.saga.result(
+            workflow_id, events, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000
+        )
+        for usage in state.get("supervisor_usage") or []:
+            result.supervisor_usage = result.supervisor_usage + Usage.model_validate(usage)
+        if self._forget_ended and result.status.ended:
             await self.checkpointer.adelete_thread(workflow_id)
-        return self.saga.result(workflow_id, events, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000)
+        return result
 
     async def aclose(self) -> None:
-        """Nothing to release for in-memory state; durable savers are closed by their owner."""
+        """Nothing to release: the checkpointer is closed by whoever opened it."""
         return None

@@ -121,7 +121,7 @@ class Sandbox:
         """Every reservation, charge and shipment made for ``order_id``."""
         return OrderEffects(
             order_id=order_id,
-            reservations=tuple(r for r in self.inventory.reservations.values() if r.order_id == order_id),
-            charges=tuple(c for c in self.payment.charges.values() if c.order_id == order_id),
-            shipments=tuple(s for s in self.shipping.shipments.values() if s.order_id == order_id),
+            reservations=self.inventory.for_order(order_id),
+            charges=self.payment.for_order(order_id),
+            shipments=self.shipping.for_order(order_id),
         )

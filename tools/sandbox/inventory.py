@@ -14,43 +14,27 @@ Routes (mounted at ``/inventory`` by :class:`tools.sandbox.Sandbox`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from tools.sandbox.idempotency import (
-    Answer,
-    EffectRequest,
-    IdempotencyStore,
-    ServiceCounters,
-    business,
-    derive_id,
-    invalid,
-    ok,
-    parse_body,
-    service_app,
-)
+from tools.sandbox.idempotency import Answer, EffectRequest, Refused, business, ok, parse_body
+from tools.sandbox.resource import Line, ResourceService
 from tools.sandbox.scenario import Scenario
 
 __all__ = ["InventoryService", "Reservation", "ReservedItem"]
-
-
-class _Line(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
 
 
 class _ReservationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order_id: str = Field(min_length=1)
-    items: list[_Line] = Field(min_length=1)
+    items: list[Line] = Field(min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +65,7 @@ class Reservation:
         }
 
 
-class InventoryService:
+class InventoryService(ResourceService[Reservation]):
     """State and ASGI app of the inventory service.
 
     ``stock`` maps each SKU to the units still available (held units excluded);
@@ -89,39 +73,37 @@ class InventoryService:
     at all times: for every SKU, ``stock + held == initial stock``.
     """
 
+    service = "inventory"
+    noun = "reservation"
+    id_prefix = "res_"
+    create_tool = "reserve_stock"
+    undo_verb = "release"
+    active_status = "held"
+    undone_status = "released"
+
     def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
         self.initial_stock: dict[str, int] = {sku: item.stock for sku, item in scenario.catalogue.items()}
         self.stock: dict[str, int] = dict(self.initial_stock)
-        self.reservations: dict[str, Reservation] = {}
-        self.store = IdempotencyStore("inventory", scenario)
-        self.app = service_app(
-            [
-                Route("/reservations", self._post_reservation, methods=["POST"]),
-                Route("/reservations", self._get_reservations, methods=["GET"]),
-                Route("/reservations/{reservation_id}/release", self._post_release, methods=["POST"]),
-                Route("/catalogue", self._get_catalogue, methods=["GET"]),
-            ]
-        )
+        super().__init__(scenario)
 
     @property
-    def counters(self) -> ServiceCounters:
-        """Requests served and effects applied by this service."""
-        return self.store.counters
+    def reservations(self) -> dict[str, Reservation]:
+        """Reservation id -> :class:`Reservation` (the live records)."""
+        return self.records
 
     def held(self) -> dict[str, int]:
         """Units currently held by ``held`` reservations, per SKU."""
         with self.store.lock:
             totals: dict[str, int] = {}
-            for reservation in self.reservations.values():
+            for reservation in self.records.values():
                 if reservation.status == "held":
                     for item in reservation.items:
                         totals[item.sku] = totals.get(item.sku, 0) + item.quantity
             return totals
 
-    # -- effects (run under the store's lock; no awaits) -----------------------------
+    # -- the domain rule: all-or-nothing stock arithmetic ----------------------------
 
-    def _reserve(self, req: EffectRequest) -> Answer:
+    def _new_record(self, req: EffectRequest, record_id: str) -> Reservation:
         parsed = parse_body(_ReservationRequest, req.body)
         wanted: dict[str, int] = {}
         for line in parsed.items:
@@ -130,56 +112,34 @@ class InventoryService:
         for sku, quantity in wanted.items():
             if sku not in self.stock:
                 known = ", ".join(sorted(self.stock)[:20])
-                return business(f"unknown SKU {sku!r}; known SKUs: {known}")
+                raise Refused(business(f"unknown SKU {sku!r}; known SKUs: {known}"))
             if self.stock[sku] < quantity:
-                return business(f"insufficient stock for {sku}: wanted {quantity}, available {self.stock[sku]}")
+                raise Refused(business(f"insufficient stock for {sku}: wanted {quantity}, available {self.stock[sku]}"))
         for sku, quantity in wanted.items():
             self.stock[sku] -= quantity
-        reservation = Reservation(
-            reservation_id=derive_id("res_", req.key),
+        return Reservation(
+            reservation_id=record_id,
             order_id=parsed.order_id,
             items=tuple(ReservedItem(line.sku, line.quantity) for line in parsed.items),
             status="held",
             idempotency_key=req.key,
         )
-        self.reservations[reservation.reservation_id] = reservation
-        self.store.counters.effect(req.key)
-        return ok(reservation.as_json(), status=201)
 
-    def _release(self, req: EffectRequest) -> Answer:
-        reservation_id = str(req.path_params["reservation_id"])
-        reservation = self.reservations.get(reservation_id)
-        if reservation is None:
-            return invalid(f"no reservation {reservation_id!r}; check the id returned by reserve_stock", status=404)
-        if reservation.status == "held":
-            for item in reservation.items:
-                self.stock[item.sku] += item.quantity
-            reservation.status = "released"
-            self.store.counters.effect(req.key)
-        return ok({"reservation_id": reservation_id, "status": "released"})
+    def _on_undo(self, record: Reservation) -> None:
+        for item in record.items:
+            self.stock[item.sku] += item.quantity
 
-    # -- routes ----------------------------------------------------------------------
+    # -- the catalogue ---------------------------------------------------------------
 
-    async def _post_reservation(self, request: Request) -> Response:
-        return await self.store.effect(request, self._reserve)
+    def _extra_routes(self) -> Sequence[BaseRoute]:
+        return [Route("/catalogue", self._get_catalogue, methods=["GET"])]
 
-    async def _post_release(self, request: Request) -> Response:
-        return await self.store.effect(request, self._release)
-
-    async def _get_reservations(self, request: Request) -> Response:
-        def read(request: Request) -> Answer:
-            order_id = request.query_params.get("order_id")
-            found = [r.as_json() for r in self.reservations.values() if order_id is None or r.order_id == order_id]
-            return ok({"reservations": found})
-
-        return await self.store.read(request, read)
+    def _catalogue(self, request: Request) -> Answer:
+        items = [
+            {"sku": sku, "name": item.name, "unit_price_cents": item.unit_price_cents, "stock": self.stock[sku]}
+            for sku, item in self.scenario.catalogue.items()
+        ]
+        return ok({"items": items})
 
     async def _get_catalogue(self, request: Request) -> Response:
-        def read(request: Request) -> Answer:
-            items = [
-                {"sku": sku, "name": item.name, "unit_price_cents": item.unit_price_cents, "stock": self.stock[sku]}
-                for sku, item in self.scenario.catalogue.items()
-            ]
-            return ok({"items": items})
-
-        return await self.store.read(request, read)
+        return await self.store.read(request, self._catalogue)

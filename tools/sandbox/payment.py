@@ -17,24 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from tools.sandbox.idempotency import (
-    Answer,
-    EffectRequest,
-    IdempotencyStore,
-    ServiceCounters,
-    business,
-    derive_id,
-    invalid,
-    ok,
-    parse_body,
-    service_app,
-    transient,
-)
-from tools.sandbox.scenario import Scenario
+from tools.sandbox.idempotency import EffectRequest, Refused, business, parse_body, transient
+from tools.sandbox.resource import ResourceService
 
 __all__ = ["Charge", "PaymentService"]
 
@@ -71,38 +56,34 @@ class Charge:
         }
 
 
-class PaymentService:
+class PaymentService(ResourceService[Charge]):
     """State and ASGI app of the payment service; ``charges`` maps id to :class:`Charge`."""
 
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.charges: dict[str, Charge] = {}
-        self.store = IdempotencyStore("payment", scenario)
-        self.app = service_app(
-            [
-                Route("/charges", self._post_charge, methods=["POST"]),
-                Route("/charges", self._get_charges, methods=["GET"]),
-                Route("/charges/{charge_id}/refund", self._post_refund, methods=["POST"]),
-            ]
-        )
+    service = "payment"
+    noun = "charge"
+    id_prefix = "ch_"
+    create_tool = "charge_payment"
+    undo_verb = "refund"
+    active_status = "captured"
+    undone_status = "refunded"
 
     @property
-    def counters(self) -> ServiceCounters:
-        """Requests served and effects applied by this service."""
-        return self.store.counters
+    def charges(self) -> dict[str, Charge]:
+        """Charge id -> :class:`Charge` (the live records)."""
+        return self.records
 
-    # -- effects (run under the store's lock; no awaits) -----------------------------
+    # -- the domain rule: flaky cards time out, declined cards are refused -----------
 
-    def _charge(self, req: EffectRequest) -> Answer:
+    def _new_record(self, req: EffectRequest, record_id: str) -> Charge:
         parsed = parse_body(_ChargeRequest, req.body)
         card = parsed.payment_method
         failures = self.scenario.flaky_cards.get(card, 0)
         if req.attempt <= failures:
-            return transient(f"payment processor timed out for card {card} (attempt {req.attempt}); retry")
+            raise Refused(transient(f"payment processor timed out for card {card} (attempt {req.attempt}); retry"))
         if card in self.scenario.declined_cards:
-            return business(f"card declined: {card}")
-        charge = Charge(
-            charge_id=derive_id("ch_", req.key),
+            raise Refused(business(f"card declined: {card}"))
+        return Charge(
+            charge_id=record_id,
             order_id=parsed.order_id,
             amount_cents=parsed.amount_cents,
             currency=parsed.currency,
@@ -110,32 +91,8 @@ class PaymentService:
             status="captured",
             idempotency_key=req.key,
         )
-        self.charges[charge.charge_id] = charge
-        self.store.counters.effect(req.key)
-        return ok(charge.as_json(), status=201)
 
-    def _refund(self, req: EffectRequest) -> Answer:
-        charge_id = str(req.path_params["charge_id"])
-        charge = self.charges.get(charge_id)
-        if charge is None:
-            return invalid(f"no charge {charge_id!r}; check the id returned by charge_payment", status=404)
-        if charge.status == "captured":
-            charge.status = "refunded"
-            self.store.counters.effect(req.key)
-        return ok({"charge_id": charge_id, "status": "refunded", "amount_cents": charge.amount_cents})
-
-    # -- routes ----------------------------------------------------------------------
-
-    async def _post_charge(self, request: Request) -> Response:
-        return await self.store.effect(request, self._charge)
-
-    async def _post_refund(self, request: Request) -> Response:
-        return await self.store.effect(request, self._refund)
-
-    async def _get_charges(self, request: Request) -> Response:
-        def read(request: Request) -> Answer:
-            order_id = request.query_params.get("order_id")
-            found = [c.as_json() for c in self.charges.values() if order_id is None or c.order_id == order_id]
-            return ok({"charges": found})
-
-        return await self.store.read(request, read)
+    def _undo_answer(self, record_id: str, record: Charge) -> dict[str, Any]:
+        answer = super()._undo_answer(record_id, record)
+        answer["amount_cents"] = record.amount_cents
+        return answer

@@ -17,23 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from tools.sandbox.idempotency import (
-    Answer,
-    EffectRequest,
-    IdempotencyStore,
-    ServiceCounters,
-    business,
-    derive_id,
-    invalid,
-    ok,
-    parse_body,
-    service_app,
-)
-from tools.sandbox.scenario import Scenario
+from tools.sandbox.idempotency import EffectRequest, Refused, business, parse_body
+from tools.sandbox.resource import Line, ResourceService
 
 __all__ = ["CARRIERS", "Shipment", "ShippingService"]
 
@@ -51,19 +37,12 @@ class _Address(BaseModel):
     country: str = Field(pattern=r"^[A-Z]{2}$")
 
 
-class _Line(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
-
-
 class _ShipmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     order_id: str = Field(min_length=1)
     address: _Address
-    items: list[_Line] = Field(min_length=1)
+    items: list[Line] = Field(min_length=1)
 
 
 @dataclass(slots=True)
@@ -90,36 +69,32 @@ class Shipment:
         }
 
 
-class ShippingService:
+class ShippingService(ResourceService[Shipment]):
     """State and ASGI app of the shipping service; ``shipments`` maps id to :class:`Shipment`."""
 
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.shipments: dict[str, Shipment] = {}
-        self.store = IdempotencyStore("shipping", scenario)
-        self.app = service_app(
-            [
-                Route("/shipments", self._post_shipment, methods=["POST"]),
-                Route("/shipments", self._get_shipments, methods=["GET"]),
-                Route("/shipments/{shipment_id}/cancel", self._post_cancel, methods=["POST"]),
-            ]
-        )
+    service = "shipping"
+    noun = "shipment"
+    id_prefix = "shp_"
+    create_tool = "schedule_shipment"
+    undo_verb = "cancel"
+    active_status = "scheduled"
+    undone_status = "cancelled"
 
     @property
-    def counters(self) -> ServiceCounters:
-        """Requests served and effects applied by this service."""
-        return self.store.counters
+    def shipments(self) -> dict[str, Shipment]:
+        """Shipment id -> :class:`Shipment` (the live records)."""
+        return self.records
 
-    # -- effects (run under the store's lock; no awaits) -----------------------------
+    # -- the domain rule: unshippable countries; the carrier is a hash of the key ----
 
-    def _schedule(self, req: EffectRequest) -> Answer:
+    def _new_record(self, req: EffectRequest, record_id: str) -> Shipment:
         parsed = parse_body(_ShipmentRequest, req.body)
         country = parsed.address.country
         if country in self.scenario.unshippable_countries:
-            return business(f"cannot ship to country {country}")
+            raise Refused(business(f"cannot ship to country {country}"))
         pick = hashlib.blake2b(req.key.encode(), digest_size=2).digest()
-        shipment = Shipment(
-            shipment_id=derive_id("shp_", req.key),
+        return Shipment(
+            shipment_id=record_id,
             order_id=parsed.order_id,
             country=country,
             items=tuple((line.sku, line.quantity) for line in parsed.items),
@@ -128,32 +103,3 @@ class ShippingService:
             status="scheduled",
             idempotency_key=req.key,
         )
-        self.shipments[shipment.shipment_id] = shipment
-        self.store.counters.effect(req.key)
-        return ok(shipment.as_json(), status=201)
-
-    def _cancel(self, req: EffectRequest) -> Answer:
-        shipment_id = str(req.path_params["shipment_id"])
-        shipment = self.shipments.get(shipment_id)
-        if shipment is None:
-            return invalid(f"no shipment {shipment_id!r}; check the id returned by schedule_shipment", status=404)
-        if shipment.status == "scheduled":
-            shipment.status = "cancelled"
-            self.store.counters.effect(req.key)
-        return ok({"shipment_id": shipment_id, "status": "cancelled"})
-
-    # -- routes ----------------------------------------------------------------------
-
-    async def _post_shipment(self, request: Request) -> Response:
-        return await self.store.effect(request, self._schedule)
-
-    async def _post_cancel(self, request: Request) -> Response:
-        return await self.store.effect(request, self._cancel)
-
-    async def _get_shipments(self, request: Request) -> Response:
-        def read(request: Request) -> Answer:
-            order_id = request.query_params.get("order_id")
-            found = [s.as_json() for s in self.shipments.values() if order_id is None or s.order_id == order_id]
-            return ok({"shipments": found})
-
-        return await self.store.read(request, read)

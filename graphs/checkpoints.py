@@ -1,0 +1,120 @@
+"""Where orchestration keeps its process state: a LangGraph checkpointer, by URL.
+
+=================================  ==================================================
+``--state``                        checkpointer
+=================================  ==================================================
+(not given) / ``sqlite``           ``AsyncSqliteSaver`` on ``<state dir>/checkpoints.db``
+``sqlite:///path/to/file.db``      ``AsyncSqliteSaver`` on that file
+``postgresql://user@host/db``      ``AsyncPostgresSaver`` over a connection pool
+``memory``                         ``InMemorySaver`` (nothing survives the process)
+=================================  ==================================================
+
+The workflow id is the thread id. SQLite is the default because it is a file: a
+killed process resumes from it with no server. It uses one connection, so it does
+not scale with concurrency; PostgreSQL does (``pool_size`` connections).
+
+A PostgreSQL URL may select a schema with libpq's ``options`` parameter, e.g.
+``postgresql://postgres@127.0.0.1/test?options=-csearch_path%3Dmy_schema`` (the
+schema must exist); tests use that to isolate themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+
+from coordinator.errors import CoordinatorError
+
+__all__ = ["describe_state", "open_checkpointer"]
+
+
+def describe_state(spec: str | None, *, state_dir: Path) -> str:
+    """A printable name for where the state goes (a URL's password is hidden)."""
+    if spec is None or spec == "sqlite":
+        return str(state_dir / "checkpoints.db")
+    if spec.startswith(("postgresql://", "postgres://")):
+        scheme, _, rest = spec.partition("://")
+        credentials, at, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}{at}{host}" if at else spec
+    return spec
+
+
+@asynccontextmanager
+async def open_checkpointer(
+    spec: str | None, *, state_dir: Path, pool_size: int = 10
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """Open the checkpointer ``spec`` names (see the module table); close it on exit.
+
+    Raises :class:`CoordinatorError` for an unknown spec (listing the valid forms),
+    a missing optional package (naming the extra to install), or a database that
+    cannot be reached (naming it, without its password).
+    """
+    if spec == "memory":
+        yield InMemorySaver()
+        return
+    if spec is None or spec == "sqlite" or spec.startswith("sqlite://"):
+        path = state_dir / "checkpoints.db" if spec in (None, "sqlite") else Path(spec.removeprefix("sqlite://"))
+        async with _sqlite(path) as saver:
+            yield saver
+        return
+    if spec.startswith(("postgresql://", "postgres://")):
+        async with _postgres(spec, pool_size=pool_size) as saver:
+            yield saver
+        return
+    raise CoordinatorError(
+        f"unknown --state {spec!r}; use 'sqlite' (default), 'sqlite:///path.db', 'postgresql://...' or 'memory'"
+    )
+
+
+@asynccontextmanager
+async def _sqlite(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        # WAL lets `coordinator status` read while a run writes; NORMAL sync is
+        # durable across a process kill (only an OS crash can lose the last commits).
+        await saver.conn.execute("PRAGMA journal_mode=WAL")
+        await saver.conn.execute("PRAGMA synchronous=NORMAL")
+        await saver.setup()
+        yield saver
+
+
+@asynccontextmanager
+async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    try:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg import OperationalError
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+    except ImportError as exc:
+        raise CoordinatorError(
+            f"PostgreSQL state needs extra packages ({exc.name} is missing): pip install 'agent-coordinator[postgres]'"
+        ) from exc
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=pool_size,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    )
+    try:
+        await pool.open(wait=True, timeout=10.0)
+        saver = AsyncPostgresSaver(pool)
+        await saver.setup()
+    except (OperationalError, TimeoutError) as exc:
+        await pool.close()
+        raise CoordinatorError(
+            f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {exc}; "
+            "check that the server runs and the database exists"
+        ) from exc
+    try:
+        yield saver
+    finally:
+        await pool.close()
