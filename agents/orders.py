@@ -43,10 +43,9 @@ def reservation_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, 
 
 def charge_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Charge exactly the order total, in its currency, to its payment method."""
-    total = sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
     return {
         "order_id": order["order_id"],
-        "amount_cents": total,
+        "amount_cents": order_total(order),
         "currency": order["currency"],
         "payment_method": order["payment_method"],
     }
@@ -55,6 +54,23 @@ def charge_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]
 def shipment_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Ship the order's items to its address."""
     return {"order_id": order["order_id"], "address": order["shipping_address"], "items": _items(order)}
+
+
+def order_total(order: Mapping[str, Any]) -> int:
+    """The order's total in cents."""
+    return sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
+
+
+def payment_approval(
+    order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]], parameters: Mapping[str, Any]
+) -> str | None:
+    """A person approves a charge above ``parameters["approval_threshold_cents"]`` (no
+    threshold: no approvals)."""
+    threshold = parameters.get("approval_threshold_cents")
+    total = order_total(order)
+    if threshold is None or total <= int(threshold):
+        return None
+    return f"the total {total} cents is above the approval threshold of {threshold} cents"
 
 
 ORDER_FULFILMENT = Workflow(
@@ -85,6 +101,7 @@ ORDER_FULFILMENT = Workflow(
             events=StepEvents(succeeded="PaymentProcessed", failed="PaymentFailed", compensated="PaymentRefunded"),
             description="Charge the order total to the customer's payment method.",
             facts=charge_facts,
+            approval=payment_approval,
         ),
         Step(
             name="shipping",

@@ -122,6 +122,13 @@ class StatusProjection:
             waiter = self._waiters.pop(event.subject, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(collected)
+        elif self.saga.is_pause(event.type):
+            # Not an end: the run waits for a person. Whoever waits gets the events so
+            # far; the projection keeps collecting for when the run goes on.
+            self.status[event.subject] = "awaiting_approval"
+            waiter = self._waiters.pop(event.subject, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(list(events.values()))
 
 
 class Choreography:
@@ -203,10 +210,16 @@ class Choreography:
             data = event.data
             if nxt.action is Action.PERFORM:
                 assert nxt.step is not None
-                report = await self.runner.perform(
-                    nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
-                )
-                emitted = self.saga.performed(nxt.step, report, cause=event)
+                parameters = self.runner.settings.parameters
+                reason = self.saga.approval_reason(nxt.step, cause=event, parameters=parameters)
+                if reason is not None:
+                    # Pause: the step runs when someone publishes its Approved event.
+                    emitted = self.saga.approval_requested(nxt.step, reason, cause=event)
+                else:
+                    report = await self.runner.perform(
+                        nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
+                    )
+                    emitted = self.saga.performed(nxt.step, report, cause=event)
             elif nxt.action is Action.COMPENSATE:
                 assert nxt.step is not None
                 report = await self.runner.compensate(
@@ -227,6 +240,50 @@ class Choreography:
         workflow_id = self.runner.workflow.workflow_id(input)
         waiter = self.projection.expect(workflow_id)
         await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
+        events = await self._wait(workflow_id, waiter)
+        return self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
+
+    async def resume(self, workflow_id: str) -> WorkflowResult:
+        """Wait for a run that is under way (its events are on the bus) to end.
+
+        In choreography nobody holds a run's state; a run goes on as long as its
+        events are in the broker and participants are up. Raises CoordinatorError
+        when nothing is known of ``workflow_id``.
+        """
+        await self.start()
+        known = self.event_log.events(workflow_id)
+        if not known:
+            raise CoordinatorError(f"no run of {workflow_id!r} to resume: the event log has no events for it")
+        last = known[-1]
+        if self.saga.is_terminal(last.type) or self.saga.is_pause(last.type):
+            return self.saga.result(workflow_id, known, mode=self.mode)
+        started = time.perf_counter()
+        events = await self._wait(workflow_id, self.projection.expect(workflow_id))
+        return self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+
+    async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
+        """Publish a person's decision on ``workflow_id``'s pending approval and wait
+        for the run to end (or pause again)."""
+        await self.start()
+        known = self.event_log.events(workflow_id)
+        if not known or not self.saga.is_pause(known[-1].type):
+            raise CoordinatorError(f"{workflow_id!r} is not waiting for an approval; see `coordinator status`")
+        requested = known[-1]
+        step = self.runner.workflow.step(requested.data["step"])
+        started = time.perf_counter()
+        waiter = self.projection.expect(workflow_id)
+        decided = self.saga.approval_decided(
+            step,
+            approved=bool(decision.get("approved")),
+            by=str(decision.get("by") or "someone"),
+            note=str(decision.get("note") or ""),
+            cause=requested,
+        )
+        await self.publish(decided)
+        events = await self._wait(workflow_id, waiter)
+        return self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+
+    async def _wait(self, workflow_id: str, waiter: asyncio.Future[list[Event]]) -> list[Event]:
         try:
             events = await asyncio.wait_for(waiter, timeout=self.run_timeout)
         except TimeoutError:
@@ -237,13 +294,14 @@ class Choreography:
                 f"{last.type if last else 'none'}; a participant may be down or its event dead-lettered "
                 "(see the bus's dead letters)"
             ) from None
-        ordered = [e for _, e in causal_order(events)]
-        return self.saga.result(
-            workflow_id, ordered, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000
-        )
+        return [e for _, e in causal_order(events)]
 
     async def aclose(self) -> None:
         """Unsubscribe this process's participants (the bus is closed by its owner)."""
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

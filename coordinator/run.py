@@ -41,11 +41,21 @@ MODES: tuple[Mode, ...] = ("orchestration", "choreography")
 
 
 class Engine(Protocol):
-    """What a coordination mode provides: run one validated input; release resources."""
+    """What a coordination mode provides.
+
+    * ``run`` -- run one validated input until it ends or pauses for an approval;
+    * ``resume`` -- carry on a run that stopped short (a crash) until it ends;
+    * ``decide`` -- answer a pending approval (``{"approved", "by", "note"}``);
+    * ``aclose`` -- release what the engine opened.
+    """
 
     mode: str
 
     async def run(self, input: BaseModel) -> WorkflowResult: ...
+
+    async def resume(self, workflow_id: str) -> WorkflowResult: ...
+
+    async def decide(self, workflow_id: str, decision: dict[str, Any]) -> WorkflowResult: ...
 
     async def aclose(self) -> None: ...
 
@@ -70,6 +80,18 @@ class Coordinator:
     async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
         """Validate ``input`` (a mapping, JSON text or model) and run it to its end."""
         return await self.engine.run(self.workflow.validate_input(input, context=context))
+
+    async def resume(self, workflow_id: str) -> WorkflowResult:
+        """Carry on the run of ``workflow_id`` that stopped short, until it ends."""
+        return await self.engine.resume(workflow_id)
+
+    async def approve(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
+        """Approve the step ``workflow_id`` is waiting on; the run carries on."""
+        return await self.engine.decide(workflow_id, {"approved": True, "by": by, "note": note})
+
+    async def reject(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
+        """Reject the step ``workflow_id`` is waiting on: it fails, the rest is undone."""
+        return await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note})
 
     async def run_many(
         self,
@@ -108,11 +130,13 @@ async def open_coordinator(
     checkpointer: Any = None,
     bus: Any = None,
     concurrency: int = 16,
+    supervisor_model: Any = None,
 ) -> AsyncIterator[Coordinator]:
     """Build the coordinator for ``mode`` and close it on exit.
 
     * ``orchestration`` uses ``checkpointer`` (a LangGraph ``BaseCheckpointSaver``;
-      default in-memory);
+      default in-memory); ``supervisor_model`` (a chat model) makes the supervisor
+      choose agents through handoff tools instead of by rule;
     * ``choreography`` uses ``bus`` (an :class:`bus.EventBus`; default a fresh
       in-memory bus, closed on exit) with ``concurrency`` handlers per participant.
 
@@ -130,8 +154,14 @@ async def open_coordinator(
     own_bus = None
     if mode == "orchestration":
         from graphs.orchestrator import Orchestrator
+        from graphs.supervisor import ModelSupervisor
 
-        engine = Orchestrator(runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id)
+        supervisor = None
+        if supervisor_model is not None:
+            supervisor = ModelSupervisor(supervisor_model, workflow, max_reasks=settings.max_reasks)
+        engine = Orchestrator(
+            runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id, supervisor=supervisor
+        )
     elif mode == "choreography":
         from bus import InMemoryBus
         from bus.choreography import Choreography

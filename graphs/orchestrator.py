@@ -239,12 +239,12 @@ class Orchestrator:
             raise CoordinatorError(f"no run of {workflow_id!r} to resume: neither a checkpoint nor a start event")
         return await self._start(first, started)
 
-    async def decide(self, workflow_id: str, decision: Decision) -> WorkflowResult:
+    async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
         """Answer a pending approval of ``workflow_id`` and carry the run on."""
         snapshot = await self.graph.aget_state(self._config(workflow_id))
         if not any(task.interrupts for task in snapshot.tasks):
             raise CoordinatorError(f"{workflow_id!r} is not waiting for an approval; see `coordinator status`")
-        return await self._continue(workflow_id, Command(resume=decision), time.perf_counter())
+        return await self._continue(workflow_id, Command(resume=dict(decision)), time.perf_counter())
 
     async def _start(self, first: Event, started: float) -> WorkflowResult:
         initial: RunState = {"events": [first.model_dump(mode="json")], "step": "", "supervisor_usage": []}
