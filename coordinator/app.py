@@ -26,11 +26,20 @@ __all__ = ["AppEnvironment", "AppOptions", "WorkflowApp", "load_app"]
 
 @dataclass(frozen=True)
 class AppOptions:
-    """Knobs the CLI passes to an app's environment factory."""
+    """Knobs the CLI passes to an app's environment factory.
+
+    * ``seed``, ``transient_rate``, ``scenario`` -- the sandbox world and its faults;
+    * ``services`` -- base URL of services that run elsewhere (``coordinator
+      sandbox``); None: in-process services;
+    * ``store`` -- where in-process services keep their state so that another
+      process (a resume, an approval, a worker) sees it; None: memory only.
+    """
 
     seed: int = 0
     transient_rate: float = 0.0
-    scenario: str | None = None  # a file describing the sandbox world, app-specific
+    scenario: str | None = None
+    services: str | None = None
+    store: str | None = None
 
 
 @dataclass

@@ -1,13 +1,22 @@
 """The ``coordinator`` command line.
 
-    coordinator run FILE [--mode orchestration|choreography] [--seed N] [--json]
-    coordinator trace WORKFLOW_ID
+    coordinator run FILE [--mode orchestration|choreography] [--seed N] [--json] ...
+    coordinator status                    every workflow's state, pending approvals
+    coordinator resume [ID ...]           finish runs a crash left unfinished
+    coordinator approve ID / reject ID    answer a pending approval
+    coordinator trace ID                  one run's causal chain of events
+    coordinator graph                     the orchestration graph as Mermaid
+    coordinator reset                     forget the state directory
 
 Runs read inputs from a JSON-lines file (one workflow input per line), run every
 valid line, and report each run; an invalid line is reported with its line number
 and field and makes the exit code non-zero, but does not stop the other lines.
-Every event goes to the event log in the state directory (``.coordinator/`` or
-``$COORDINATOR_STATE_DIR``), which ``trace`` reads.
+
+Everything durable lives in the state directory (``--state-dir``, else
+``$COORDINATOR_STATE_DIR``, else ``./.coordinator``): the event log
+(``events.db``), orchestration checkpoints (``checkpoints.db`` unless ``--state``
+names PostgreSQL) and the in-process services' state (``sandbox.db``), so that a
+later ``resume``, ``approve`` or ``status`` in another process sees what a run did.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,12 +37,12 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.tree import Tree
 
-from coordinator.app import AppOptions, WorkflowApp, load_app
+from coordinator.app import AppEnvironment, AppOptions, WorkflowApp, load_app
 from coordinator.errors import CoordinatorError, InvalidInput
 from coordinator.eventlog import SqliteEventLog, causal_order
 from coordinator.events import Clock, Event, LogicalClock, SystemClock
 from coordinator.results import WorkflowResult, WorkflowStatus
-from coordinator.run import MODES, open_coordinator
+from coordinator.run import MODES, Coordinator, open_coordinator
 from coordinator.settings import RunSettings
 from coordinator.workflow import Workflow
 
@@ -101,87 +112,446 @@ def read_inputs(
     return inputs, problems
 
 
+# -- options shared by the commands that run workflows ---------------------------------
+
+ModeOption = Annotated[str, typer.Option(help=f"coordination mode: {' | '.join(MODES)}")]
+SeedOption = Annotated[int, typer.Option(help="seed for event ids, retry jitter and sandbox faults")]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="workflows in flight at once")]
+RateOption = Annotated[float, typer.Option(min=0.0, max=1.0, help="share of service calls answered 503 (seeded)")]
+ScenarioOption = Annotated[Path | None, typer.Option(help="sandbox scenario file (catalogue, test cards, ...)")]
+ServicesOption = Annotated[
+    str | None, typer.Option(help="base URL of services run elsewhere (coordinator sandbox); default: in-process")
+]
+WorkflowOption = Annotated[str, typer.Option(help="the WorkflowApp to run, as package.module:attribute")]
+StateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state", help="orchestration checkpoints: sqlite (default), sqlite:///f.db, postgresql://..., memory"
+    ),
+]
+BusOption = Annotated[
+    str, typer.Option("--bus", help="choreography event bus: memory:// (default), amqp://..., nats://...")
+]
+ParamOption = Annotated[
+    list[str] | None, typer.Option("--param", help="workflow parameter KEY=VALUE, e.g. approval_threshold_cents=100000")
+]
+SupervisorOption = Annotated[
+    str, typer.Option(help="orchestration supervisor: rule (the saga decides) or model (a chat model hands off)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object per run instead of a table")]
+StateDirOption = Annotated[Path | None, typer.Option("--state-dir", help="directory for the event log and state")]
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What it takes to build a coordinator from the command line."""
+
+    mode: str = "orchestration"
+    workflow: str = DEFAULT_APP
+    seed: int = 0
+    concurrency: int = 16
+    transient_rate: float = 0.0
+    scenario: Path | None = None
+    services: str | None = None
+    state: str | None = None
+    bus: str = "memory://"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    supervisor: str = "rule"
+    logical_clock: bool = False
+    state_dir: Path = Path(".coordinator")
+
+
+@dataclass
+class Session:
+    """A live coordinator with its environment and event log."""
+
+    workflow_app: WorkflowApp
+    env: AppEnvironment
+    coordinator: Coordinator
+    event_log: SqliteEventLog
+    options: SessionOptions
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as an error and return the Exit to raise."""
+    errors.print(f"[red]{message}[/]")
+    return typer.Exit(code)
+
+
+def parse_parameters(pairs: Iterable[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true), else kept as text."""
+    parameters: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--param {pair!r} must look like KEY=VALUE")
+        try:
+            parameters[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parameters[key] = value
+    return parameters
+
+
+@asynccontextmanager
+async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
+    """Build the environment, state, bus and coordinator ``options`` describe."""
+    if options.mode not in MODES:
+        raise fail(f"unknown --mode {options.mode!r}; choose one of: {', '.join(MODES)}")
+    if options.supervisor not in ("rule", "model"):
+        raise fail(f"unknown --supervisor {options.supervisor!r}; choose rule or model")
+    try:
+        workflow_app = load_app(options.workflow)
+    except CoordinatorError as exc:
+        raise fail(str(exc)) from None
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    app_options = AppOptions(
+        seed=options.seed,
+        transient_rate=options.transient_rate,
+        scenario=str(options.scenario) if options.scenario else None,
+        services=options.services,
+        store=None if options.services else str(options.state_dir / "sandbox.db"),
+    )
+    clock: Clock = LogicalClock() if options.logical_clock else SystemClock()
+    settings = RunSettings(seed=options.seed, parameters=options.parameters)
+    event_log = SqliteEventLog(options.state_dir / "events.db")
+    try:
+        async with AsyncExitStack() as stack:
+            env = await stack.enter_async_context(workflow_app.environment(app_options))
+            checkpointer = bus = supervisor_model = None
+            if options.mode == "orchestration":
+                from graphs.checkpoints import open_checkpointer
+
+                checkpointer = await stack.enter_async_context(
+                    open_checkpointer(options.state, state_dir=options.state_dir)
+                )
+                if options.supervisor == "model":
+                    from agents.fake import ScriptedChatModel
+
+                    supervisor_model = ScriptedChatModel()
+            else:
+                from bus import open_bus
+
+                bus = open_bus(options.bus)
+                stack.push_async_callback(bus.close)
+            coordinator = await stack.enter_async_context(
+                open_coordinator(
+                    workflow_app.workflow,
+                    agents=env.agents,
+                    mode=options.mode,
+                    settings=settings,
+                    event_log=event_log,
+                    clock=clock,
+                    checkpointer=checkpointer,
+                    bus=bus,
+                    concurrency=options.concurrency,
+                    supervisor_model=supervisor_model,
+                )
+            )
+            event_log.begin_run(coordinator.run_id, workflow=workflow_app.workflow.name, mode=options.mode)
+            yield Session(workflow_app, env, coordinator, event_log, options)
+    except CoordinatorError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        event_log.close()
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON-lines file of workflow inputs")],
-    mode: Annotated[str, typer.Option(help=f"coordination mode: {' | '.join(MODES)}")] = "orchestration",
-    seed: Annotated[int, typer.Option(help="seed for event ids, retry jitter and sandbox faults")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, help="workflows in flight at once")] = 16,
-    transient_rate: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="share of service calls answered 503 (seeded)")
-    ] = 0.0,
-    scenario: Annotated[Path | None, typer.Option(help="sandbox scenario file (catalogue, test cards, ...)")] = None,
-    workflow: Annotated[str, typer.Option(help="the WorkflowApp to run, as package.module:attribute")] = DEFAULT_APP,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON object per run instead of a table")
-    ] = False,
+    mode: ModeOption = "orchestration",
+    seed: SeedOption = 0,
+    concurrency: ConcurrencyOption = 16,
+    transient_rate: RateOption = 0.0,
+    scenario: ScenarioOption = None,
+    services: ServicesOption = None,
+    workflow: WorkflowOption = DEFAULT_APP,
+    state: StateOption = None,
+    bus: BusOption = "memory://",
+    param: ParamOption = None,
+    supervisor: SupervisorOption = "rule",
+    json_output: JsonOption = False,
     logical_clock: Annotated[bool, typer.Option(help="stamp events with logical time (reproducible logs)")] = False,
-    state: Annotated[Path | None, typer.Option("--state-dir", help="directory for the event log")] = None,
+    state_directory: StateDirOption = None,
 ) -> None:
-    """Run every workflow input in FILE and report each outcome."""
-    if mode not in MODES:
-        errors.print(f"[red]unknown --mode {mode!r}[/]; choose one of: {', '.join(MODES)}")
-        raise typer.Exit(2)
-    try:
-        workflow_app = load_app(workflow)
-    except CoordinatorError as exc:
-        errors.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
-    options = AppOptions(seed=seed, transient_rate=transient_rate, scenario=str(scenario) if scenario else None)
-    clock: Clock = LogicalClock() if logical_clock else SystemClock()
-    log_path = state_dir(state) / "events.db"
-    exit_code = asyncio.run(_run(file, workflow_app, options, mode, concurrency, clock, log_path, json_output))
-    raise typer.Exit(exit_code)
+    """Run every workflow input in FILE and report each outcome.
+
+    With durable state (the default in orchestration), an input whose workflow id
+    already ran is not run twice: an ended run is answered from its checkpoint, an
+    unfinished one is resumed.
+    """
+    options = SessionOptions(
+        mode=mode,
+        workflow=workflow,
+        seed=seed,
+        concurrency=concurrency,
+        transient_rate=transient_rate,
+        scenario=scenario,
+        services=services,
+        state=state,
+        bus=bus,
+        parameters=parse_parameters(param),
+        supervisor=supervisor,
+        logical_clock=logical_clock,
+        state_dir=state_dir(state_directory),
+    )
+    raise typer.Exit(asyncio.run(_run(file, options, json_output)))
 
 
-async def _run(
-    file: Path,
-    workflow_app: WorkflowApp,
-    options: AppOptions,
-    mode: str,
-    concurrency: int,
-    clock: Clock,
-    log_path: Path,
-    json_output: bool,
-) -> int:
-    event_log = SqliteEventLog(log_path)
-    try:
-        async with workflow_app.environment(options) as env:
-            inputs, problems = read_inputs(file, workflow_app.workflow, context=env.validation_context)
-            for problem in problems:
-                errors.print(f"[red]{file}:{problem.line}[/]: {problem.message}")
-            settings = RunSettings(seed=options.seed)
-            async with open_coordinator(
-                workflow_app.workflow,
-                agents=env.agents,
-                mode=mode,
-                settings=settings,
-                event_log=event_log,
-                clock=clock,
-                concurrency=concurrency,
-            ) as coordinator:
-                results = await _run_with_progress(coordinator, inputs, concurrency, quiet=json_output)
-            inconsistencies = env.check(results) if env.check is not None else []
-    finally:
-        event_log.close()
+async def _run(file: Path, options: SessionOptions, json_output: bool) -> int:
+    async with open_session(options) as session:
+        inputs, problems = read_inputs(file, session.workflow_app.workflow, context=session.env.validation_context)
+        for problem in problems:
+            errors.print(f"[red]{file}:{problem.line}[/]: {problem.message}")
+        results = await _run_with_progress(session.coordinator, inputs, options.concurrency, quiet=json_output)
+        inconsistencies = session.env.check(results) if session.env.check is not None else []
+        _report(results, session, json_output, problems)
+    for line in inconsistencies:
+        errors.print(f"[red]inconsistent:[/] {line}")
+    return 1 if problems or inconsistencies else 0
+
+
+def _report(
+    results: list[WorkflowResult], session: Session, json_output: bool, problems: list[InputProblem] | None = None
+) -> None:
     if json_output:
         for result in results:
             console.print_json(json.dumps(_summary(result)))
-    else:
-        _print_table(results, mode)
-        console.print(_summary_line(results, problems))
-        explain = next((r.workflow_id for r in results if r.reason), results[0].workflow_id if results else "ID")
+        return
+    _print_table(results, session.options.mode)
+    console.print(_summary_line(results, problems or []))
+    explain = next((r.workflow_id for r in results if r.reason), results[0].workflow_id if results else "ID")
+    log_path = session.options.state_dir / "events.db"
+    console.print(
+        f"[dim]event log: {log_path} (run {session.coordinator.run_id}); explain one: coordinator trace {explain}[/]"
+    )
+    for result in results:
+        if result.status is WorkflowStatus.AWAITING_APPROVAL:
+            console.print(
+                f"[cyan]{result.workflow_id} waits for approval:[/] coordinator approve {result.workflow_id} --by NAME"
+                f" (or reject)"
+            )
+
+
+def _status_of(event: Event, workflow_app: WorkflowApp | None = None) -> str:
+    """A run's status from its last event alone (for ``status`` and ``resume``)."""
+    if event.type.endswith("ApprovalRequested"):
+        return WorkflowStatus.AWAITING_APPROVAL.value
+    if workflow_app is not None and event.type == workflow_app.workflow.completed_event:
+        return WorkflowStatus.COMPLETED.value
+    if workflow_app is not None and event.type == workflow_app.workflow.cancelled_event:
+        return str(event.data.get("status", WorkflowStatus.COMPENSATED.value))
+    return "in flight"
+
+
+@app.command()
+def status(
+    workflow: WorkflowOption = DEFAULT_APP,
+    json_output: JsonOption = False,
+    state_directory: StateDirOption = None,
+) -> None:
+    """List every workflow the event log knows: its status, last event and run."""
+    directory = state_dir(state_directory)
+    log_path = directory / "events.db"
+    if not log_path.exists():
+        raise fail(f"no event log at {log_path}; run `coordinator run FILE` first (or pass --state-dir)", 1)
+    workflow_app = load_app(workflow)
+    event_log = SqliteEventLog(log_path)
+    try:
+        rows = [
+            (subject, run_id, event_log.run_mode(run_id) or "?", event, _status_of(event, workflow_app))
+            for subject, run_id, event in event_log.latest()
+        ]
+    finally:
+        event_log.close()
+    if json_output:
+        for subject, run_id, mode, event, state in rows:
+            payload = {"workflow_id": subject, "status": state, "last_event": event.type, "run": run_id, "mode": mode}
+            console.print_json(json.dumps(payload))
+        return
+    table = Table(title=f"{len(rows)} workflows ({log_path})")
+    for column in ("id", "status", "last event", "mode", "run"):
+        table.add_column(column, no_wrap=True)
+    for subject, run_id, mode, event, state in rows:
+        style = STATUS_STYLE.get(WorkflowStatus(state), "") if state in set(WorkflowStatus) else "magenta"
+        table.add_row(subject, f"[{style}]{state}[/]" if style else state, event.type, mode, run_id)
+    console.print(table)
+    waiting = [(subject, event) for subject, _, _, event, state in rows if state == "awaiting_approval"]
+    for subject, event in waiting:
         console.print(
-            f"[dim]event log: {log_path} (run {coordinator.run_id}); explain one: coordinator trace {explain}[/]"
+            f"[cyan]{subject}[/] waits for approval of step {event.data.get('step')!r}: {event.data.get('reason')}"
         )
-    for line in inconsistencies:
-        errors.print(f"[red]inconsistent:[/] {line}")
-    if problems or inconsistencies:
-        return 1
+
+
+def _session_options_for(workflow_id: str | None, directory: Path, **overrides: Any) -> SessionOptions:
+    """Options for acting on an existing run: its mode comes from the event log."""
+    mode = overrides.pop("mode", None)
+    if mode is None and workflow_id is not None:
+        log_path = directory / "events.db"
+        if not log_path.exists():
+            raise fail(f"no event log at {log_path}; nothing has run here (or pass --state-dir)", 1)
+        event_log = SqliteEventLog(log_path)
+        try:
+            runs = event_log.runs(workflow_id)
+            mode = event_log.run_mode(runs[-1]) if runs else None
+        finally:
+            event_log.close()
+        if mode is None:
+            raise fail(f"no run of {workflow_id!r} in {log_path}; see `coordinator status`", 1)
+    return SessionOptions(mode=mode or "orchestration", state_dir=directory, **overrides)
+
+
+@app.command()
+def resume(
+    workflow_ids: Annotated[
+        list[str] | None, typer.Argument(help="runs to resume (default: every one in flight)")
+    ] = None,
+    workflow: WorkflowOption = DEFAULT_APP,
+    services: ServicesOption = None,
+    state: StateOption = None,
+    bus: BusOption = "memory://",
+    param: ParamOption = None,
+    concurrency: ConcurrencyOption = 16,
+    json_output: JsonOption = False,
+    state_directory: StateDirOption = None,
+) -> None:
+    """Finish runs that a crash left in flight, from their last checkpoint (or events)."""
+    directory = state_dir(state_directory)
+    log_path = directory / "events.db"
+    if not log_path.exists():
+        raise fail(f"no event log at {log_path}; nothing to resume", 1)
+    workflow_app = load_app(workflow)
+    event_log = SqliteEventLog(log_path)
+    try:
+        by_mode: dict[str, list[str]] = {}
+        for subject, run_id, event in event_log.latest():
+            wanted = workflow_ids is None and _status_of(event, workflow_app) == "in flight"
+            if wanted or (workflow_ids is not None and subject in workflow_ids):
+                by_mode.setdefault(event_log.run_mode(run_id) or "orchestration", []).append(subject)
+    finally:
+        event_log.close()
+    if not by_mode:
+        console.print("nothing in flight to resume")
+        return
+    common = dict(
+        workflow=workflow,
+        services=services,
+        state=state,
+        bus=bus,
+        parameters=parse_parameters(param),
+        concurrency=concurrency,
+    )
+    code = 0
+    for mode, subjects in by_mode.items():
+        code |= asyncio.run(_resume(subjects, _session_options_for(None, directory, mode=mode, **common), json_output))
+    raise typer.Exit(code)
+
+
+async def _resume(subjects: list[str], options: SessionOptions, json_output: bool) -> int:
+    async with open_session(options) as session:
+        gate = asyncio.Semaphore(options.concurrency)
+
+        async def one(workflow_id: str) -> WorkflowResult:
+            async with gate:
+                return await session.coordinator.resume(workflow_id)
+
+        results = list(await asyncio.gather(*(one(s) for s in subjects)))
+        _report(results, session, json_output)
     return 0
 
 
-async def _run_with_progress(coordinator: Any, inputs: list[BaseModel], concurrency: int, *, quiet: bool) -> Any:
+def _decide(
+    workflow_id: str, approved: bool, by: str, note: str, directory: Path, overrides: dict[str, Any], json_output: bool
+) -> None:
+    options = _session_options_for(workflow_id, directory, **overrides)
+
+    async def act() -> None:
+        async with open_session(options) as session:
+            coordinator = session.coordinator
+            decide = coordinator.approve if approved else coordinator.reject
+            result = await decide(workflow_id, by=by, note=note)
+            _report([result], session, json_output)
+
+    asyncio.run(act())
+
+
+NoteOption = Annotated[str, typer.Option(help="why, for the record")]
+ByOption = Annotated[str, typer.Option(envvar="USER", help="who decides (recorded in the event)")]
+
+
+def _decision_command(approved: bool, summary: str) -> Any:
+    """The ``approve`` / ``reject`` command: the same options, the opposite answer."""
+
+    def command(
+        workflow_id: Annotated[str, typer.Argument(help="the workflow waiting for approval")],
+        by: ByOption = "operator",
+        note: NoteOption = "",
+        workflow: WorkflowOption = DEFAULT_APP,
+        services: ServicesOption = None,
+        state: StateOption = None,
+        bus: BusOption = "memory://",
+        param: ParamOption = None,
+        json_output: JsonOption = False,
+        state_directory: StateDirOption = None,
+    ) -> None:
+        overrides = dict(workflow=workflow, services=services, state=state, bus=bus, parameters=parse_parameters(param))
+        _decide(workflow_id, approved, by, note, state_dir(state_directory), overrides, json_output)
+
+    command.__doc__ = summary
+    return command
+
+
+app.command("approve")(_decision_command(True, "Approve the step WORKFLOW_ID waits on; the run carries on to its end."))
+app.command("reject")(
+    _decision_command(False, "Reject the step WORKFLOW_ID waits on: it fails and the completed steps are undone.")
+)
+
+
+@app.command()
+def graph(
+    workflow: WorkflowOption = DEFAULT_APP,
+    output: Annotated[Path | None, typer.Option(help="write Mermaid to this file (default: print it)")] = None,
+    png: Annotated[Path | None, typer.Option(help="also render a PNG (needs the optional pygraphviz)")] = None,
+) -> None:
+    """Print (or write) the orchestration graph of the workflow as Mermaid."""
+    from graphs.studio import compile_graph
+
+    compiled = asyncio.run(compile_graph(load_app(workflow)))
+    drawable = compiled.get_graph()
+    mermaid = drawable.draw_mermaid()
+    if output is None:
+        console.print(mermaid, markup=False, highlight=False, soft_wrap=True)
+    else:
+        output.write_text(mermaid, encoding="utf-8")
+        console.print(f"wrote {output}")
+    if png is not None:
+        try:
+            drawable.draw_png(str(png))
+        except ImportError:
+            raise fail("rendering a PNG needs pygraphviz: pip install pygraphviz (and graphviz)", 1) from None
+        console.print(f"wrote {png}")
+
+
+@app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    state_directory: StateDirOption = None,
+) -> None:
+    """Delete the state directory: event log, checkpoints, in-process services' state."""
+    directory = state_dir(state_directory)
+    if not directory.exists():
+        console.print(f"nothing to reset at {directory}")
+        return
+    if not yes and not typer.confirm(f"delete {directory} and everything in it?"):
+        raise typer.Exit(1)
+    for path in sorted(directory.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    directory.rmdir()
+    console.print(f"deleted {directory}")
+
+
+async def _run_with_progress(
+    coordinator: Coordinator, inputs: list[BaseModel], concurrency: int, *, quiet: bool
+) -> list[WorkflowResult]:
     if quiet or len(inputs) < 20:
         return await coordinator.run_many(inputs, concurrency=concurrency)
     with Progress(console=errors, transient=True) as progress:

@@ -104,6 +104,14 @@ class SqliteEventLog:
                 UNIQUE (run_id, id)
             )"""
         )
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS runs (
+                run_id TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                started TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            )"""
+        )
         self._db.execute("CREATE INDEX IF NOT EXISTS events_subject ON events (subject, seq)")
         self._db.execute("CREATE INDEX IF NOT EXISTS events_id ON events (id, seq)")
 
@@ -134,6 +142,28 @@ class SqliteEventLog:
                 "SELECT body FROM events WHERE subject = ? AND run_id = ? ORDER BY seq", (subject, run_id)
             ).fetchall()
         return [parse_event(body) for (body,) in rows]
+
+    def begin_run(self, run_id: str, *, workflow: str, mode: str) -> None:
+        """Record which workflow and mode a run id stands for (for resume/approve)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO runs (run_id, workflow, mode) VALUES (?, ?, ?)", (run_id, workflow, mode)
+            )
+
+    def run_mode(self, run_id: str) -> str | None:
+        """The mode run ``run_id`` used, if it was recorded."""
+        with self._lock:
+            row = self._db.execute("SELECT mode FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def latest(self) -> list[tuple[str, str, Event]]:
+        """Every subject's most recent event: ``(subject, run_id, event)``, by subject."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject, run_id, body FROM events WHERE seq IN "
+                "(SELECT MAX(seq) FROM events GROUP BY subject) ORDER BY subject"
+            ).fetchall()
+        return [(subject, run_id, parse_event(body)) for subject, run_id, body in rows]
 
     def runs(self, subject: str) -> list[str]:
         """The runs that have events for ``subject``, oldest first."""

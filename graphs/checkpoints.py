@@ -90,12 +90,22 @@ async def _sqlite(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
 async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     try:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg import OperationalError
+        from psycopg import AsyncConnection, OperationalError
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
     except ImportError as exc:
         raise CoordinatorError(
             f"PostgreSQL state needs extra packages ({exc.name} is missing): pip install 'agent-coordinator[postgres]'"
+        ) from exc
+    try:
+        # One direct connection first: a refused or misnamed database fails at once
+        # with the server's own message, where the pool would retry until its timeout.
+        probe = await AsyncConnection.connect(url, connect_timeout=10)
+        await probe.close()
+    except OperationalError as exc:
+        raise CoordinatorError(
+            f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {str(exc).strip()}; "
+            "check that the server runs and the database exists"
         ) from exc
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
