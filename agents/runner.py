@@ -103,9 +103,27 @@ class StepRunner:
         """Do ``step`` for run ``workflow_id``: model call(s), guard, tool call.
 
         Never raises for a failure of the step itself (business, transient after
-        retries, model misbehaviour after re-asks): those come back as a report with
-        ``ok=False`` and a reason naming what went wrong.
+        retries, model misbehaviour after re-asks, running past
+        ``settings.step_timeout``): those come back as a report with ``ok=False`` and
+        a reason naming what went wrong.
         """
+        timeout = self.settings.step_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._perform(step, workflow_id=workflow_id, input=input, results=results)
+        except TimeoutError:
+            # The tool call in flight, if any, was cancelled; its idempotency key means
+            # a later retry of the same step (a resume) cannot repeat its effect.
+            return StepReport(ok=False, reason=f"step {step.name!r} took longer than its timeout of {timeout:g}s")
+
+    async def _perform(
+        self,
+        step: Step,
+        *,
+        workflow_id: str,
+        input: Mapping[str, Any],
+        results: Mapping[str, Mapping[str, Any]],
+    ) -> StepReport:
         agent = self.agents[step.agent]
         tool = agent.tool(step.action)
         facts = _json_normal(self._facts(step, tool, input, results))

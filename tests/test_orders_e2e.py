@@ -165,3 +165,15 @@ async def test_a_model_that_never_behaves_fails_its_step_and_the_rest_is_undone(
     assert shipping.usage.model_calls == FAST.max_reasks + 1
     assert "unknown tool `delete_database`" in (shipping.reason or "")
     assert check_order_effects(sandbox, results) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_step_that_runs_past_its_timeout_fails_and_the_rest_is_undone(mode: str) -> None:
+    # Every service call takes 50 ms; a step may take 30 ms: inventory times out.
+    scenario = Scenario.default().model_copy(update={"latency_ms": 50.0})
+    settings = RunSettings(step_timeout=0.03, tool_retries=Backoff(initial_delay=0.001))
+    results, sandbox = await run_orders(mode, example_orders()[:1], scenario=scenario, settings=settings)
+    (result,) = results
+    assert result.status is WorkflowStatus.COMPENSATED
+    assert result.reason == "step 'inventory' failed: step 'inventory' took longer than its timeout of 0.03s"
+    assert sandbox.effects_for("o-1001").outstanding == []  # the cancelled call left nothing held
