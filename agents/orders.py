@@ -22,7 +22,7 @@ from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.workflow import Step, StepEvents, Workflow
 from tools.orders import Order, ServiceUrls, order_tools
-from tools.sandbox import Sandbox, Scenario
+from tools.sandbox import RemoteSandboxState, Sandbox, SandboxState, Scenario
 
 __all__ = [
     "ORDER_FULFILMENT",
@@ -164,7 +164,7 @@ def order_agents(
     return agents
 
 
-def check_order_effects(sandbox: Sandbox, results: Sequence[WorkflowResult]) -> list[str]:
+def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]) -> list[str]:
     """Inconsistencies between the orders' outcomes and the services' state.
 
     A completed order holds exactly one reservation, one captured charge of its
@@ -206,17 +206,41 @@ def check_order_effects(sandbox: Sandbox, results: Sequence[WorkflowResult]) -> 
 
 @asynccontextmanager
 async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironment]:
+    """Agents over in-process services (kept in ``options.store`` when given) or over
+    services served elsewhere at ``options.services`` (``coordinator sandbox``)."""
+    if options.services:
+        base_url = options.services.rstrip("/")
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            remote = await RemoteSandboxState.fetch(client, base_url)
+
+            async def check_remote(results: Sequence[WorkflowResult]) -> list[str]:
+                return check_order_effects(await RemoteSandboxState.fetch(client, base_url), results)
+
+            yield AppEnvironment(
+                agents=order_agents(client=client, urls=ServiceUrls.at(base_url)),
+                validation_context={"known_skus": set(remote.inventory.initial_stock)},
+                check=check_remote,
+            )
+        return
     scenario = Scenario.from_file(options.scenario) if options.scenario else Scenario.default()
     if options.transient_rate or options.seed:
         scenario = scenario.model_copy(update={"transient_rate": options.transient_rate, "seed": options.seed})
-    sandbox = Sandbox(scenario)
-    async with sandbox.client() as client:
-        yield AppEnvironment(
-            agents=order_agents(client=client),
-            validation_context={"known_skus": set(scenario.catalogue)},
-            check=lambda results: check_order_effects(sandbox, results),
-            extras={"sandbox": sandbox},
-        )
+    sandbox = Sandbox(scenario, store=options.store)
+    try:
+        async with sandbox.client() as client:
+
+            async def check_local(results: Sequence[WorkflowResult]) -> list[str]:
+                sandbox.reload()  # other processes may have written the store
+                return check_order_effects(sandbox, results)
+
+            yield AppEnvironment(
+                agents=order_agents(client=client),
+                validation_context={"known_skus": set(scenario.catalogue)},
+                check=check_local,
+                extras={"sandbox": sandbox},
+            )
+    finally:
+        sandbox.close()
 
 
 #: The flagship app: ``coordinator run examples/orders.jsonl`` runs this.

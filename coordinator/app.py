@@ -9,7 +9,7 @@ services those tools call). The flagship is ``agents.orders:order_fulfilment_app
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,12 +48,13 @@ class AppEnvironment:
 
     * ``validation_context`` is passed to input validation (e.g. known SKUs);
     * ``check(results)`` returns human-readable inconsistencies in the services'
-      state after the given runs (empty when consistent).
+      state after the given runs (empty when consistent); async, since the
+      services may be in another process.
     """
 
     agents: Sequence[Agent]
     validation_context: dict[str, Any] | None = None
-    check: Callable[[Sequence[WorkflowResult]], list[str]] | None = None
+    check: Callable[[Sequence[WorkflowResult]], Awaitable[list[str]]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -303,7 +303,7 @@ async def _run(file: Path, options: SessionOptions, json_output: bool) -> int:
         for problem in problems:
             errors.print(f"[red]{file}:{problem.line}[/]: {problem.message}")
         results = await _run_with_progress(session.coordinator, inputs, options.concurrency, quiet=json_output)
-        inconsistencies = session.env.check(results) if session.env.check is not None else []
+        inconsistencies = await session.env.check(results) if session.env.check is not None else []
         _report(results, session, json_output, problems)
     for line in inconsistencies:
         errors.print(f"[red]inconsistent:[/] {line}")
@@ -529,6 +529,28 @@ def graph(
         except ImportError:
             raise fail("rendering a PNG needs pygraphviz: pip install pygraphviz (and graphviz)", 1) from None
         console.print(f"wrote {png}")
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: a free one, printed)")] = 8700,
+    store: Annotated[Path | None, typer.Option(help="keep the services' state in this SQLite file")] = None,
+    scenario: ScenarioOption = None,
+) -> None:
+    """Serve the sandbox inventory, payment and shipping services over HTTP.
+
+    Point runs and workers at it with ``--services http://HOST:PORT`` so that several
+    processes (workers, a resume after a crash) share one set of services.
+    """
+    from tools.sandbox.scenario import Scenario
+    from tools.sandbox.server import serve
+
+    try:
+        world = Scenario.from_file(scenario) if scenario else None
+        serve(host=host, port=port, store=store, scenario=world)
+    except CoordinatorError as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

@@ -23,7 +23,7 @@ Each action's result carries the id its compensation takes (``reservation_id``,
 # (which would silently drop the config, and with it the idempotency key).
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -163,6 +163,14 @@ class ServiceUrls(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, url: str) -> str:
         return url.rstrip("/")
+
+    @classmethod
+    def at(cls, base_url: str) -> Self:
+        """The services of one sandbox served at ``base_url`` (``python -m tools.sandbox``):
+        ``at("http://127.0.0.1:8700")`` -> ``http://127.0.0.1:8700/inventory``, ``.../payment``,
+        ``.../shipping``."""
+        base = base_url.rstrip("/")
+        return cls(inventory=f"{base}/inventory", payment=f"{base}/payment", shipping=f"{base}/shipping")
 
 
 # -- tool argument schemas --------------------------------------------------------------

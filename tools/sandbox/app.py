@@ -3,24 +3,30 @@
 :class:`Sandbox` mounts the inventory, payment and shipping apps at ``/inventory``,
 ``/payment`` and ``/shipping`` and hands out ``httpx.AsyncClient`` s that call the
 app in-process (``httpx.ASGITransport``; no sockets, no ports). Its state is plain
-Python objects, exposed for invariant checks after a run.
+Python objects, exposed for invariant checks after a run; with ``store=`` it is also
+kept in a SQLite file that outlives the process (:mod:`tools.sandbox.database`), and
+:mod:`tools.sandbox.server` serves it over real HTTP to other processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
 
 import httpx
 from starlette.routing import Mount
 
+from tools.sandbox.database import SandboxDatabase
 from tools.sandbox.idempotency import ServiceCounters, service_app
 from tools.sandbox.inventory import InventoryService, Reservation
 from tools.sandbox.payment import Charge, PaymentService
 from tools.sandbox.scenario import Scenario
 from tools.sandbox.shipping import Shipment, ShippingService
 
-__all__ = ["SANDBOX_BASE_URL", "OrderEffects", "Sandbox"]
+__all__ = ["SANDBOX_BASE_URL", "InventoryState", "OrderEffects", "Sandbox", "SandboxState"]
 
 SANDBOX_BASE_URL = "http://sandbox"
 
@@ -59,6 +65,28 @@ class OrderEffects:
         return counts
 
 
+class InventoryState(Protocol):
+    """What invariant checks read of the inventory (:class:`InventoryService`, or
+    :class:`~tools.sandbox.remote.RemoteSandboxState`'s copy)."""
+
+    @property
+    def reservations(self) -> Mapping[str, Reservation]: ...
+    @property
+    def stock(self) -> Mapping[str, int]: ...
+    @property
+    def initial_stock(self) -> Mapping[str, int]: ...
+
+
+class SandboxState(Protocol):
+    """What invariant checks (e.g. ``agents.orders.check_order_effects``) read of a
+    sandbox: a :class:`Sandbox`, or a :class:`~tools.sandbox.remote.RemoteSandboxState`
+    fetched from a served one."""
+
+    @property
+    def inventory(self) -> InventoryState: ...
+    def effects_for(self, order_id: str) -> OrderEffects: ...
+
+
 class Sandbox:
     """The inventory, payment and shipping services for one run, sharing a scenario.
 
@@ -71,13 +99,28 @@ class Sandbox:
     State for checks: ``sandbox.inventory.stock`` / ``.reservations``,
     ``sandbox.payment.charges``, ``sandbox.shipping.shipments``,
     :meth:`effects_for` and :attr:`counters`.
+
+    ``store`` (a file path) keeps the state in a SQLite file as well: every change is
+    written before its answer is sent, and a ``Sandbox`` opened later on the same file
+    -- in this process or another -- starts from it (same ids, stock, stored
+    idempotency answers and attempt counts). Several ``Sandbox`` objects, in any
+    number of processes, may write one file at once; each sees the others' changes
+    for the rows a request touches, and all of them after :meth:`reload` (see
+    :mod:`tools.sandbox.database`). A new file records ``scenario`` (default:
+    :meth:`Scenario.default`); an existing one keeps its own: ``scenario=None`` adopts
+    it, a different ``scenario`` raises :class:`~coordinator.errors.InvalidInput`
+    naming the file. Close a stored sandbox with :meth:`close` (or ``with``).
     """
 
-    def __init__(self, scenario: Scenario | None = None) -> None:
-        self.scenario = scenario if scenario is not None else Scenario.default()
-        self.inventory = InventoryService(self.scenario)
-        self.payment = PaymentService(self.scenario)
-        self.shipping = ShippingService(self.scenario)
+    def __init__(self, scenario: Scenario | None = None, *, store: str | Path | None = None) -> None:
+        self.db = SandboxDatabase(store, scenario) if store is not None else None
+        if self.db is not None:
+            self.scenario = self.db.scenario
+        else:
+            self.scenario = scenario if scenario is not None else Scenario.default()
+        self.inventory = InventoryService(self.scenario, db=self.db)
+        self.payment = PaymentService(self.scenario, db=self.db)
+        self.shipping = ShippingService(self.scenario, db=self.db)
         self.app = service_app(
             [
                 Mount("/inventory", app=self.inventory.app),
@@ -97,6 +140,32 @@ class Sandbox:
             raise TypeError("Sandbox.client() sets its own transport; do not pass transport=")
         kwargs.setdefault("base_url", SANDBOX_BASE_URL)
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), **kwargs)
+
+    @property
+    def store_path(self) -> Path | None:
+        """The store file, or ``None`` for a sandbox held in memory only."""
+        return self.db.path if self.db is not None else None
+
+    def reload(self) -> None:
+        """Take every service's state from the store, including what other ``Sandbox``
+        objects on the file wrote (no-op without a store). Durable counters become the
+        file's totals; see :meth:`IdempotencyStore.load <tools.sandbox.idempotency.IdempotencyStore.load>`."""
+        for service in (self.inventory, self.payment, self.shipping):
+            service.store.load()
+
+    def close(self) -> None:
+        """Close the store file (no-op without one). The sandbox must not serve
+        effectful requests afterwards."""
+        if self.db is not None:
+            self.db.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     @property
     def counters(self) -> dict[str, ServiceCounters]:

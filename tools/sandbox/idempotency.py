@@ -22,7 +22,10 @@ same key, which is exactly what happens when a model is re-asked). Injected faul
 Consistency under concurrency: all of one service's state is read and written only
 inside ``with self._lock:`` blocks that contain no ``await``, so on one event loop
 each request's check-then-act is atomic; the (uncontended, cheap) lock additionally
-keeps it correct if the app is ever served from several threads.
+keeps it correct if the app is ever served from several threads. With a store
+(``Sandbox(store=...)``) the same block also runs one SQLite transaction that
+re-reads and writes the rows involved, so the state outlives the process and may be
+shared by several (:mod:`tools.sandbox.database`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
@@ -44,6 +47,9 @@ from starlette.routing import BaseRoute
 
 from tools.http import IDEMPOTENCY_HEADER
 from tools.sandbox.scenario import Scenario
+
+if TYPE_CHECKING:
+    from tools.sandbox.database import SandboxDatabase
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -174,6 +180,19 @@ class _Stored:
     fingerprint: tuple[str, str, Any]
     answer: Answer
 
+    def to_json(self) -> str:
+        method, path, body = self.fingerprint
+        return json.dumps(
+            {"fingerprint": [method, path, body], "status": self.answer.status, "body": self.answer.body},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> _Stored:
+        data = json.loads(text)
+        method, path, body = data["fingerprint"]
+        return cls((method, path, body), Answer(data["status"], data["body"]))
+
 
 class IdempotencyStore:
     """Idempotency, fault injection and request accounting for one service.
@@ -181,13 +200,29 @@ class IdempotencyStore:
     ``service`` names the service in fault hashes and messages. All of the service's
     state must be touched only inside :meth:`effect` / :meth:`read` callbacks (or
     ``with store.lock:``) so requests stay consistent.
+
+    With ``db`` (a :class:`~tools.sandbox.database.SandboxDatabase`) every effectful
+    request runs in one database transaction that re-reads the key's row first and
+    writes it (attempts, effects, stored answer) before the answer is sent; the effect
+    callback persists its own rows in the same transaction. ``load_state`` reloads the
+    service's own state (records, stock) from ``db``; it runs, under the lock, from
+    :meth:`load` and after a failed transaction.
     """
 
-    def __init__(self, service: str, scenario: Scenario) -> None:
+    def __init__(
+        self,
+        service: str,
+        scenario: Scenario,
+        db: SandboxDatabase | None = None,
+        *,
+        load_state: Callable[[], None] | None = None,
+    ) -> None:
         self.service = service
         self.scenario = scenario
         self.counters = ServiceCounters()
         self.lock = threading.Lock()
+        self.db = db
+        self._load_state = load_state
         self._attempts: dict[str, int] = {}
         self._answers: dict[str, _Stored] = {}
         self._latency_s = scenario.latency_ms / 1000.0
@@ -215,35 +250,115 @@ class IdempotencyStore:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 return invalid("request body is not valid JSON; send a JSON object").response()
-            self.counters.attempts += 1
-            attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
-            if self.scenario.transient_fault(self.service, key, attempt):
-                self.counters.faults += 1
-                return transient(
-                    f"{self.service} service temporarily unavailable (injected fault, attempt {attempt}); retry"
+            if self.db is None:
+                return self._attempt(request, key, body, effect)
+            return self._attempt_durably(self.db, request, key, body, effect)
+
+    def _attempt(self, request: Request, key: str, body: Any, effect: Effect) -> Response:
+        """One attempt of ``key`` (under the lock): count it, inject a fault, replay the
+        stored answer, or run ``effect`` and store its answer."""
+        self.counters.attempts += 1
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        if self.scenario.transient_fault(self.service, key, attempt):
+            self.counters.faults += 1
+            return transient(
+                f"{self.service} service temporarily unavailable (injected fault, attempt {attempt}); retry"
+            ).response()
+        fingerprint = (request.method, str(request.scope["path"]), body)
+        stored = self._answers.get(key)
+        if stored is not None:
+            if stored.fingerprint != fingerprint:
+                return invalid(
+                    f"{IDEMPOTENCY_HEADER} {key!r} reused with a different request; use a new key for a new request",
+                    status=422,
                 ).response()
-            fingerprint = (request.method, str(request.scope["path"]), body)
-            stored = self._answers.get(key)
-            if stored is not None:
-                if stored.fingerprint != fingerprint:
-                    return invalid(
-                        f"{IDEMPOTENCY_HEADER} {key!r} reused with a different request; "
-                        "use a new key for a new request",
-                        status=422,
-                    ).response()
-                self.counters.replays += 1
-                return stored.answer.response(replayed=True)
-            try:
-                answer = effect(EffectRequest(key, attempt, body, request.path_params))
-            except Refused as refused:
-                answer = refused.answer
-            if answer.status == 503:
-                self.counters.faults += 1
-            elif answer.status == 409:
-                self.counters.refusals += 1
-            if answer.stored:
-                self._answers[key] = _Stored(fingerprint, answer)
-            return answer.response()
+            self.counters.replays += 1
+            return stored.answer.response(replayed=True)
+        try:
+            answer = effect(EffectRequest(key, attempt, body, request.path_params))
+        except Refused as refused:
+            answer = refused.answer
+        if answer.status == 503:
+            self.counters.faults += 1
+        elif answer.status == 409:
+            self.counters.refusals += 1
+        if answer.stored:
+            self._answers[key] = _Stored(fingerprint, answer)
+        return answer.response()
+
+    def _attempt_durably(self, db: SandboxDatabase, request: Request, key: str, body: Any, effect: Effect) -> Response:
+        """:meth:`_attempt` inside one transaction: re-read ``key``'s row, attempt, write
+        the row (``effect`` writes its own rows); on any failure reload from ``db``."""
+        counters = self.counters
+        try:
+            with db.transaction():
+                self._refresh_key(db, key)
+                replays, faults, refusals = counters.replays, counters.faults, counters.refusals
+                had_answer = key in self._answers
+                response = self._attempt(request, key, body, effect)
+                new_answer = self._answers.get(key) if not had_answer else None
+                db.save_key(
+                    self.service,
+                    key,
+                    attempts=self._attempts[key],
+                    effects=counters.effects_by_key.get(key, 0),
+                    replays=counters.replays - replays,
+                    faults=counters.faults - faults,
+                    refusals=counters.refusals - refusals,
+                    answer=new_answer.to_json() if new_answer is not None else None,
+                )
+        except BaseException:
+            self._load(db)  # memory may hold changes the file does not: take the file's
+            raise
+        return response
+
+    def _refresh_key(self, db: SandboxDatabase, key: str) -> None:
+        # Another connection may have attempted this key: take its attempt count, effect
+        # count and stored answer, adjusting the totals by the difference.
+        row = db.load_key(self.service, key)
+        if row is None:
+            return
+        counters = self.counters
+        known = self._attempts.get(key, 0)
+        if row.attempts != known:
+            counters.attempts += row.attempts - known
+            counters.requests += row.attempts - known
+            self._attempts[key] = row.attempts
+        known = counters.effects_by_key.get(key, 0)
+        if row.effects != known:
+            counters.effects += row.effects - known
+            counters.effects_by_key[key] = row.effects
+        if row.answer is not None and key not in self._answers:
+            self._answers[key] = _Stored.from_json(row.answer)
+
+    def load(self) -> None:
+        """Replace this service's state with what ``db`` holds (no-op without ``db``).
+
+        Durable counters (attempts, replays, faults, refusals, effects and
+        ``effects_by_key``) become the file's totals over every process; ``requests``
+        keeps this object's reads and keyless requests, which are not stored.
+        """
+        if self.db is not None:
+            with self.lock:
+                self._load(self.db)
+
+    def _load(self, db: SandboxDatabase) -> None:
+        with db.snapshot():
+            rows = db.load_keys(self.service)
+            if self._load_state is not None:
+                self._load_state()
+        counters = self.counters
+        unstored = counters.requests - counters.attempts
+        self._attempts = {row.key: row.attempts for row in rows}
+        self._answers = {row.key: _Stored.from_json(row.answer) for row in rows if row.answer is not None}
+        counters.attempts = sum(row.attempts for row in rows)
+        counters.requests = unstored + counters.attempts
+        counters.replays = sum(row.replays for row in rows)
+        counters.faults = sum(row.faults for row in rows)
+        counters.refusals = sum(row.refusals for row in rows)
+        counters.effects_by_key.clear()
+        counters.effects_by_key.update((row.key, row.effects) for row in rows if row.effects)
+        counters.effects = sum(counters.effects_by_key.values())
 
     async def read(self, request: Request, reader: Callable[[Request], Answer]) -> Response:
         """Answer a read-only request with ``reader`` (run under the lock; no faults)."""

@@ -8,15 +8,17 @@ Routes (mounted at ``/inventory`` by :class:`tools.sandbox.Sandbox`):
 * ``POST /reservations/{reservation_id}/release`` -> 200
   ``{reservation_id, status: "released"}``; gives the stock back. Releasing again is
   a no-op with the same answer; an unknown id -> 404.
-* ``GET /reservations[?order_id=...]`` -> ``{"reservations": [...]}``
-* ``GET /catalogue`` -> ``{"items": [{sku, name, unit_price_cents, stock}]}`` (current stock)
+* ``GET /reservations[?order_id=...]`` -> ``{"reservations": [...]}`` (full records,
+  with ``idempotency_key``)
+* ``GET /catalogue`` -> ``{"items": [{sku, name, unit_price_cents, stock, initial_stock}]}``
+  (``stock``: units available now)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -26,6 +28,9 @@ from starlette.routing import BaseRoute, Route
 from tools.sandbox.idempotency import Answer, EffectRequest, Refused, business, ok, parse_body
 from tools.sandbox.resource import Line, ResourceService
 from tools.sandbox.scenario import Scenario
+
+if TYPE_CHECKING:
+    from tools.sandbox.database import SandboxDatabase
 
 __all__ = ["InventoryService", "Reservation", "ReservedItem"]
 
@@ -64,6 +69,21 @@ class Reservation:
             "status": self.status,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready: :meth:`as_json` plus ``idempotency_key``."""
+        return {**self.as_json(), "idempotency_key": self.idempotency_key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reservation:
+        """The reservation :meth:`to_dict` gave ``data``."""
+        return cls(
+            reservation_id=data["reservation_id"],
+            order_id=data["order_id"],
+            items=tuple(ReservedItem(i["sku"], i["quantity"]) for i in data["items"]),
+            status=data["status"],
+            idempotency_key=data["idempotency_key"],
+        )
+
 
 class InventoryService(ResourceService[Reservation]):
     """State and ASGI app of the inventory service.
@@ -81,10 +101,10 @@ class InventoryService(ResourceService[Reservation]):
     active_status = "held"
     undone_status = "released"
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, db: SandboxDatabase | None = None) -> None:
         self.initial_stock: dict[str, int] = {sku: item.stock for sku, item in scenario.catalogue.items()}
         self.stock: dict[str, int] = dict(self.initial_stock)
-        super().__init__(scenario)
+        super().__init__(scenario, db=db)
 
     @property
     def reservations(self) -> dict[str, Reservation]:
@@ -109,6 +129,8 @@ class InventoryService(ResourceService[Reservation]):
         for line in parsed.items:
             # Repeated SKUs are summed so the all-or-nothing check sees the real demand.
             wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+        if self.db is not None:  # another connection may have moved this stock
+            self.stock.update(self.db.load_stock(wanted))
         for sku, quantity in wanted.items():
             if sku not in self.stock:
                 known = ", ".join(sorted(self.stock)[:20])
@@ -129,6 +151,27 @@ class InventoryService(ResourceService[Reservation]):
         for item in record.items:
             self.stock[item.sku] += item.quantity
 
+    # -- persistence -----------------------------------------------------------------
+
+    def _record_from_dict(self, data: dict[str, Any]) -> Reservation:
+        return Reservation.from_dict(data)
+
+    def _refresh(self, db: SandboxDatabase, record_id: str) -> None:
+        super()._refresh(db, record_id)
+        record = self.records.get(record_id)
+        if record is not None:  # and the stock an undo would give back
+            self.stock.update(db.load_stock(item.sku for item in record.items))
+
+    def _save(self, db: SandboxDatabase, record_id: str, record: Reservation, *, new: bool) -> None:
+        super()._save(db, record_id, record, new=new)
+        db.save_stock({item.sku: self.stock[item.sku] for item in record.items})
+
+    def _load_state(self) -> None:
+        super()._load_state()
+        if self.db is not None:
+            self.stock.update(self.initial_stock)
+            self.stock.update(self.db.load_stock())
+
     # -- the catalogue ---------------------------------------------------------------
 
     def _extra_routes(self) -> Sequence[BaseRoute]:
@@ -136,7 +179,13 @@ class InventoryService(ResourceService[Reservation]):
 
     def _catalogue(self, request: Request) -> Answer:
         items = [
-            {"sku": sku, "name": item.name, "unit_price_cents": item.unit_price_cents, "stock": self.stock[sku]}
+            {
+                "sku": sku,
+                "name": item.name,
+                "unit_price_cents": item.unit_price_cents,
+                "stock": self.stock[sku],
+                "initial_stock": self.initial_stock[sku],
+            }
             for sku, item in self.scenario.catalogue.items()
         ]
         return ok({"items": items})

@@ -8,7 +8,8 @@ Routes (mounted at ``/payment`` by :class:`tools.sandbox.Sandbox`):
   the first N attempts of each key.
 * ``POST /charges/{charge_id}/refund`` -> 200 ``{charge_id, status: "refunded",
   amount_cents}``; refunding again is a no-op with the same answer; unknown id -> 404.
-* ``GET /charges[?order_id=...]`` -> ``{"charges": [...]}``
+* ``GET /charges[?order_id=...]`` -> ``{"charges": [...]}`` (full records, with
+  ``payment_method`` and ``idempotency_key``)
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ class Charge:
             "status": self.status,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready: :meth:`as_json` plus ``payment_method`` and ``idempotency_key``."""
+        return {**self.as_json(), "payment_method": self.payment_method, "idempotency_key": self.idempotency_key}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Charge:
+        """The charge :meth:`to_dict` gave ``data``."""
+        return cls(
+            charge_id=data["charge_id"],
+            order_id=data["order_id"],
+            amount_cents=data["amount_cents"],
+            currency=data["currency"],
+            payment_method=data["payment_method"],
+            status=data["status"],
+            idempotency_key=data["idempotency_key"],
+        )
+
 
 class PaymentService(ResourceService[Charge]):
     """State and ASGI app of the payment service; ``charges`` maps id to :class:`Charge`."""
@@ -91,6 +109,9 @@ class PaymentService(ResourceService[Charge]):
             status="captured",
             idempotency_key=req.key,
         )
+
+    def _record_from_dict(self, data: dict[str, Any]) -> Charge:
+        return Charge.from_dict(data)
 
     def _undo_answer(self, record_id: str, record: Charge) -> dict[str, Any]:
         answer = super()._undo_answer(record_id, record)

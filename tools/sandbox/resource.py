@@ -12,14 +12,20 @@ undoing gives something back). Routes, for a service with ``noun = "charge"``:
   <undone_status>}``; the first undo of an ``active_status`` record flips it and
   counts one effect, a later one is a no-op with the same answer; an unknown id ->
   404 naming the tool that returns ids (``create_tool``);
-* ``GET /charges[?order_id=...]`` -> ``{"charges": [...]}``.
+* ``GET /charges[?order_id=...]`` -> ``{"charges": [...]}``, each the full record
+  (:meth:`Record.to_dict`: the answer's fields plus what the service keeps, such as
+  the idempotency key), so another process can rebuild the records.
+
+With a :class:`~tools.sandbox.database.SandboxDatabase` every record is written when
+created and when undone, inside the request's transaction (see
+:mod:`tools.sandbox.database`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -37,6 +43,9 @@ from tools.sandbox.idempotency import (
     service_app,
 )
 from tools.sandbox.scenario import Scenario
+
+if TYPE_CHECKING:
+    from tools.sandbox.database import SandboxDatabase
 
 __all__ = ["Line", "Record", "ResourceService"]
 
@@ -62,6 +71,11 @@ class Record(Protocol):
         """The record as the service answers it."""
         ...
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field of the record, JSON-ready (a superset of :meth:`as_json`); the
+        record's ``from_dict`` rebuilds it."""
+        ...
+
 
 R = TypeVar("R", bound=Record)
 
@@ -71,7 +85,8 @@ class ResourceService(ABC, Generic[R]):
 
     ``records`` maps record id to record. Effects and reads run under the store's
     lock (see :class:`~tools.sandbox.idempotency.IdempotencyStore`), so every hook
-    below must not await.
+    below must not await. With ``db`` the state is loaded from it now and every
+    change is written to it (``db`` is ``None``: memory only).
     """
 
     #: Service name, for fault hashes and messages (``"payment"``).
@@ -88,10 +103,11 @@ class ResourceService(ABC, Generic[R]):
     active_status: ClassVar[str]
     undone_status: ClassVar[str]
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, db: SandboxDatabase | None = None) -> None:
         self.scenario = scenario
         self.records: dict[str, R] = {}
-        self.store = IdempotencyStore(self.service, scenario)
+        self.db = db
+        self.store = IdempotencyStore(self.service, scenario, db, load_state=self._load_state)
         self.collection = f"{self.noun}s"
         self.id_field = f"{self.noun}_id"
         path = f"/{self.collection}"
@@ -103,6 +119,7 @@ class ResourceService(ABC, Generic[R]):
                 *self._extra_routes(),
             ]
         )
+        self.store.load()
 
     @property
     def counters(self) -> ServiceCounters:
@@ -132,17 +149,55 @@ class ResourceService(ABC, Generic[R]):
         """Routes the service serves besides its collection."""
         return ()
 
+    @abstractmethod
+    def _record_from_dict(self, data: dict[str, Any]) -> R:
+        """The record :meth:`Record.to_dict` gave ``data``."""
+
+    # -- persistence (only with a db; under the lock, inside the request's transaction) --
+
+    def _save(self, db: SandboxDatabase, record_id: str, record: R, *, new: bool) -> None:
+        """Write ``record`` (created, or its status changed) and whatever else its
+        effect changed."""
+        if new:
+            db.insert_record(self.service, record_id, record.status, record.to_dict())
+        else:
+            db.update_status(self.service, record_id, record.status)
+
+    def _refresh(self, db: SandboxDatabase, record_id: str) -> None:
+        """Take ``record_id``'s row from ``db`` (another connection may have made or
+        undone it)."""
+        row = db.load_record(self.service, record_id)
+        if row is None:
+            return
+        record = self.records.get(record_id)
+        if record is None:
+            record = self.records[record_id] = self._record_from_dict(row.data)
+        record.status = row.status
+
+    def _load_state(self) -> None:
+        """Replace the records (and other state) with ``db``'s; called by the store."""
+        if self.db is None:
+            return
+        self.records.clear()
+        for row in self.db.load_records(self.service):
+            record = self.records[row.record_id] = self._record_from_dict(row.data)
+            record.status = row.status
+
     # -- effects ---------------------------------------------------------------------
 
     def _create(self, req: EffectRequest) -> Answer:
         record_id = derive_id(self.id_prefix, req.key)
         record = self._new_record(req, record_id)
         self.records[record_id] = record
+        if self.db is not None:
+            self._save(self.db, record_id, record, new=True)
         self.store.counters.effect(req.key)
         return ok(record.as_json(), status=201)
 
     def _undo(self, req: EffectRequest) -> Answer:
         record_id = str(req.path_params[self.id_field])
+        if self.db is not None:
+            self._refresh(self.db, record_id)
         record = self.records.get(record_id)
         if record is None:
             return invalid(
@@ -152,12 +207,14 @@ class ResourceService(ABC, Generic[R]):
         if record.status == self.active_status:
             self._on_undo(record)
             record.status = self.undone_status
+            if self.db is not None:
+                self._save(self.db, record_id, record, new=False)
             self.store.counters.effect(req.key)
         return ok(self._undo_answer(record_id, record))
 
     def _list(self, request: Request) -> Answer:
         order_id = request.query_params.get("order_id")
-        found = [r.as_json() for r in self.records.values() if order_id is None or r.order_id == order_id]
+        found = [r.to_dict() for r in self.records.values() if order_id is None or r.order_id == order_id]
         return ok({self.collection: found})
 
     # -- routes ----------------------------------------------------------------------

@@ -7,7 +7,8 @@ Routes (mounted at ``/shipping`` by :class:`tools.sandbox.Sandbox`):
   country the scenario lists as unshippable -> 409 business refusal.
 * ``POST /shipments/{shipment_id}/cancel`` -> 200 ``{shipment_id, status: "cancelled"}``;
   cancelling again is a no-op with the same answer; unknown id -> 404.
-* ``GET /shipments[?order_id=...]`` -> ``{"shipments": [...]}``
+* ``GET /shipments[?order_id=...]`` -> ``{"shipments": [...]}`` (full records, with
+  ``country``, ``items`` and ``idempotency_key``)
 """
 
 from __future__ import annotations
@@ -68,6 +69,30 @@ class Shipment:
             "eta_days": self.eta_days,
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready: :meth:`as_json` plus ``country``, ``items``
+        (``[{sku, quantity}]``) and ``idempotency_key``."""
+        return {
+            **self.as_json(),
+            "country": self.country,
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in self.items],
+            "idempotency_key": self.idempotency_key,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Shipment:
+        """The shipment :meth:`to_dict` gave ``data``."""
+        return cls(
+            shipment_id=data["shipment_id"],
+            order_id=data["order_id"],
+            country=data["country"],
+            items=tuple((i["sku"], i["quantity"]) for i in data["items"]),
+            carrier=data["carrier"],
+            eta_days=data["eta_days"],
+            status=data["status"],
+            idempotency_key=data["idempotency_key"],
+        )
+
 
 class ShippingService(ResourceService[Shipment]):
     """State and ASGI app of the shipping service; ``shipments`` maps id to :class:`Shipment`."""
@@ -84,6 +109,9 @@ class ShippingService(ResourceService[Shipment]):
     def shipments(self) -> dict[str, Shipment]:
         """Shipment id -> :class:`Shipment` (the live records)."""
         return self.records
+
+    def _record_from_dict(self, data: dict[str, Any]) -> Shipment:
+        return Shipment.from_dict(data)
 
     # -- the domain rule: unshippable countries; the carrier is a hash of the key ----
 
