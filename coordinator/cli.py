@@ -315,7 +315,7 @@ def _report(
 ) -> None:
     if json_output:
         for result in results:
-            console.print_json(json.dumps(_summary(result)))
+            console.print(json.dumps(_summary(result)), markup=False, highlight=False, soft_wrap=True)
         return
     _print_table(results, session.options.mode)
     console.print(_summary_line(results, problems or []))
@@ -366,7 +366,7 @@ def status(
     if json_output:
         for subject, run_id, mode, event, state in rows:
             payload = {"workflow_id": subject, "status": state, "last_event": event.type, "run": run_id, "mode": mode}
-            console.print_json(json.dumps(payload))
+            console.print(json.dumps(payload), markup=False, highlight=False, soft_wrap=True)
         return
     table = Table(title=f"{len(rows)} workflows ({log_path})")
     for column in ("id", "status", "last event", "mode", "run"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +12,10 @@ from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
 from coordinator import MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
 from coordinator.settings import Backoff
 from graphs.checkpoints import describe_state, open_checkpointer
-from tests.services import POSTGRES_URL, require_service
 from tests.test_orders_e2e import EXPECTED, example_orders
 from tools.sandbox import Sandbox, Scenario
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
-
-
-@pytest.fixture
-async def postgres_state() -> AsyncIterator[str]:
-    """A PostgreSQL state URL whose tables live in a schema of this test's own."""
-    require_service("postgresql")
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
