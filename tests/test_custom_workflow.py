@@ -17,11 +17,14 @@ from pydantic import BaseModel, Field
 from agents import Agent, ScriptedChatModel
 from coordinator import (
     MODES,
+    Backoff,
     BusinessFailure,
     LogicalClock,
+    RunSettings,
     Step,
     StepEvents,
     StepStatus,
+    TransientFailure,
     Workflow,
     WorkflowDefinitionError,
     WorkflowStatus,
@@ -181,3 +184,38 @@ async def test_an_agent_the_workflow_names_but_nobody_gave_is_a_definition_error
     with pytest.raises(WorkflowDefinitionError, match="names agent 'hotelier', but no such agent was given"):
         async with open_coordinator(TRAVEL, agents=travel_agents(Ledger())[:1]):
             pass
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_undo_that_never_works_ends_needs_attention_with_the_reason(mode: str) -> None:
+    ledger = Ledger()
+    agents = travel_agents(ledger)
+    calls = 0
+
+    async def broken_cancel(booking_id: str, config: RunnableConfig) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        raise TransientFailure("airline API is down")
+
+    airline = agents[0].model_copy(
+        update={
+            "tools": [
+                agents[0].tools[0],
+                StructuredTool.from_function(
+                    coroutine=broken_cancel, name="cancel_flight", description="cancel", args_schema=CancelArgs
+                ),
+            ]
+        }
+    )
+    settings = RunSettings(compensation_retries=Backoff(max_attempts=3, initial_delay=0.001))
+    trip = {"trip_id": "t-9", "route": "LIS-ATL", "city": "Atlantis", "nights": 1}
+    result = await arun_workflow(TRAVEL, trip, agents=[airline, agents[1]], mode=mode, settings=settings)
+    assert result.status is WorkflowStatus.NEEDS_ATTENTION
+    assert calls == 3  # retried, then given up
+    assert result.outcome("flight").status is StepStatus.COMPENSATION_FAILED
+    assert result.reason == (
+        "step 'hotel' failed: no hotel rooms in Atlantis; undo of 'flight' failed: "
+        "gave up after 3 attempts of `cancel_flight`, last: airline API is down"
+    )
+    assert [e.type for e in result.events][-2:] == ["FlightCancelledFailed", "TripCancelled"]
+    assert len(ledger.live()) == 1  # the flight is still booked: that is what needs a person
