@@ -28,6 +28,7 @@ emission is recognised downstream too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
@@ -37,13 +38,16 @@ from pydantic import BaseModel
 
 from agents.runner import StepRunner
 from bus.base import EventBus, Subscription
+from bus.outbox import OutboxRelay, ParticipantStore
 from coordinator.errors import CoordinatorError
 from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
 from coordinator.events import Event
 from coordinator.results import WorkflowResult
-from coordinator.saga import Action, NextAction, Saga
+from coordinator.saga import Action, NextAction, Saga, StepReport
 
 __all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
+
+log = logging.getLogger(__name__)
 
 OWNER = "owner"
 PROJECTION = "projection"
@@ -134,10 +138,22 @@ class StatusProjection:
 class Choreography:
     """Runs workflows as a choreography of participants on an event bus.
 
-    ``participants`` selects which participants this process hosts (default: all,
-    in-process). Each hosted participant subscribes under its consumer group with
-    ``concurrency`` concurrent handlers. ``run_timeout`` bounds how long :meth:`run`
-    waits for a run's terminal event.
+    * ``participants`` -- which participants this process hosts (default: all,
+      in-process); each subscribes under its consumer group with ``concurrency``
+      concurrent handlers;
+    * ``store`` -- a :class:`~bus.outbox.ParticipantStore`: with it, a handler
+      commits "trigger handled" and its emitted event in one local transaction and
+      a relay publishes the event (outbox + inbox, see :mod:`bus.outbox`); without
+      it, a bounded in-memory inbox and a direct publish (one process, tests);
+    * ``deadline`` -- seconds a run may take in all. The owner (the process that
+      started the run) then fails whatever step the run is stuck in, so the
+      completed steps compensate themselves by events, instead of the run stalling
+      silently behind a dead participant;
+    * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause.
+
+    The event log doubles as the shared record of what happened: a participant
+    does nothing for a trigger that already has a consequence in the log (handled
+    before a crash, or failed by the deadline while the participant was down).
     """
 
     mode = "choreography"
@@ -153,6 +169,8 @@ class Choreography:
         participants: Collection[str] | None = None,
         concurrency: int = 16,
         run_timeout: float = 300.0,
+        store: ParticipantStore | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.runner = runner
         self.saga = saga
@@ -168,20 +186,27 @@ class Choreography:
         self.participants = chosen
         self.concurrency = concurrency
         self.run_timeout = run_timeout
+        self.store = store
+        self.relay = OutboxRelay(store, bus) if store is not None else None
+        self.deadline = deadline
         self.projection = StatusProjection(saga)
         self._subscriptions: list[Subscription] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiring: set[asyncio.Task[Event | None]] = set()
 
     def group(self, participant: str) -> str:
         """The consumer group a participant subscribes under."""
         return f"{self.runner.workflow.name}.{participant}"
 
     async def start(self) -> None:
-        """Subscribe every hosted participant. Idempotent."""
+        """Subscribe every hosted participant and start the outbox relay. Idempotent."""
         if self._subscriptions:
             return
+        if self.relay is not None:
+            self.relay.start()  # also publishes what a crashed process left in the outbox
         for participant, table in self.tables.items():
             if participant in self.participants:
-                handler = self._handler(table)
+                handler = self._handler(self.group(participant), table)
                 self._subscriptions.append(
                     await self.bus.subscribe(
                         self.group(participant), list(table), handler, concurrency=self.concurrency
@@ -200,38 +225,109 @@ class Choreography:
         self.event_log.append([event], run_id=run_id)
         await self.bus.publish(event)
 
-    def _handler(self, table: Mapping[str, NextAction]) -> Any:
+    def _consequence(self, trigger: Event, *, besides: str | None = None) -> Event | None:
+        """An event already in the log that ``trigger`` caused (other than ``besides``)."""
+        for logged in self.event_log.events(trigger.subject):
+            if logged.causation_id == trigger.id and logged.id != besides:
+                return logged
+        return None
+
+    def _handler(self, group: str, table: Mapping[str, NextAction]) -> Any:
         inbox = Inbox()
+        store = self.store
 
         async def handle(event: Event) -> None:
-            if event.id in inbox:
+            if event.id in inbox or (store is not None and await store.handled(group, event.id)):
                 return
-            nxt = table[event.type]
-            data = event.data
-            if nxt.action is Action.PERFORM:
-                assert nxt.step is not None
-                parameters = self.runner.settings.parameters
-                reason = self.saga.approval_reason(nxt.step, cause=event, parameters=parameters)
-                if reason is not None:
-                    # Pause: the step runs when someone publishes its Approved event.
-                    emitted = self.saga.approval_requested(nxt.step, reason, cause=event)
+            # A consequence already in the log (our own before a crash, a concurrent
+            # duplicate's, or the deadline's failure of this step) is announced again
+            # instead of acting again: its id is deterministic, so downstream it is a
+            # duplicate, and announcing it again covers a crash before it was relayed.
+            emitted = self._consequence(event) or await self._react(table[event.type], event)
+            if emitted is not None:
+                self.event_log.append([emitted])
+                if store is None:
+                    await self.bus.publish(emitted)
                 else:
-                    report = await self.runner.perform(
-                        nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
-                    )
-                    emitted = self.saga.performed(nxt.step, report, cause=event)
-            elif nxt.action is Action.COMPENSATE:
-                assert nxt.step is not None
-                report = await self.runner.compensate(
-                    nxt.step, workflow_id=event.subject, result=data["results"][nxt.step.name]
-                )
-                emitted = self.saga.compensated(nxt.step, report, cause=event)
-            else:
-                emitted = self.saga.finished(cause=event)
-            await self.publish(emitted)
+                    await store.commit(group, event.id, [emitted])
+                    assert self.relay is not None
+                    self.relay.wake()
             inbox.add(event.id)
 
         return handle
+
+    async def _react(self, nxt: NextAction, event: Event) -> Event | None:
+        """What this participant does on ``event``; None when it must emit nothing."""
+        data = event.data
+        if nxt.action is Action.PERFORM:
+            assert nxt.step is not None
+            parameters = self.runner.settings.parameters
+            reason = self.saga.approval_reason(nxt.step, cause=event, parameters=parameters)
+            if reason is not None:
+                # Pause: the step runs when someone publishes its Approved event.
+                return self.saga.approval_requested(nxt.step, reason, cause=event)
+            report = await self.runner.perform(
+                nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
+            )
+            emitted = self.saga.performed(nxt.step, report, cause=event)
+            if report.ok and self._consequence(event, besides=emitted.id) is not None:
+                # The run's deadline failed this step while we were acting: undo our
+                # effect at once and say nothing; the run is already being unwound.
+                assert report.result is not None
+                await self.runner.compensate(nxt.step, workflow_id=event.subject, result=report.result)
+                return None
+            return emitted
+        if nxt.action is Action.COMPENSATE:
+            assert nxt.step is not None
+            report = await self.runner.compensate(
+                nxt.step, workflow_id=event.subject, result=data["results"][nxt.step.name]
+            )
+            return self.saga.compensated(nxt.step, report, cause=event)
+        return self.saga.finished(cause=event)
+
+    # -- deadlines -------------------------------------------------------------------
+
+    def _watch(self, workflow_id: str) -> None:
+        if self.deadline is None or workflow_id in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+        self._timers[workflow_id] = loop.call_later(self.deadline, self._on_deadline, workflow_id)
+
+    def _on_deadline(self, workflow_id: str) -> None:
+        self._timers.pop(workflow_id, None)
+        task = asyncio.get_running_loop().create_task(self.expire(workflow_id))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def expire(self, workflow_id: str) -> Event | None:
+        """Fail whatever ``workflow_id`` is stuck in, as its deadline passed.
+
+        Emits, caused by the run's latest event, the failure of the step it waits
+        for (or the failure of the undo it waits for, or the owner's own terminal
+        event), so the compensation chain runs by events as for any failure. Returns
+        the event emitted; None when the run had ended or is waiting for a person.
+        """
+        known = self.event_log.events(workflow_id)
+        if not known:
+            return None
+        last = known[-1]
+        nxt = self.saga.next_action(last.type)
+        if nxt is None or self.saga.is_pause(last.type):
+            return None
+        reason = f"no answer within the run's deadline of {self.deadline:g}s"
+        if nxt.action is Action.PERFORM:
+            assert nxt.step is not None
+            reason = f"agent {nxt.step.agent!r} gave {reason}"
+            emitted = self.saga.performed(nxt.step, StepReport(ok=False, reason=reason), cause=last)
+        elif nxt.action is Action.COMPENSATE:
+            assert nxt.step is not None
+            reason = f"agent {nxt.step.agent!r} gave {reason}"
+            emitted = self.saga.compensated(nxt.step, StepReport(ok=False, reason=reason), cause=last)
+        else:
+            emitted = self.saga.finished(cause=last)
+        log.warning("run %s missed its deadline at %s: emitting %s", workflow_id, last.type, emitted.type)
+        await self.publish(emitted)
+        return emitted
 
     async def run(self, input: BaseModel) -> WorkflowResult:
         """Publish ``input``'s started event and wait for the projection to see it end."""
@@ -240,6 +336,7 @@ class Choreography:
         workflow_id = self.runner.workflow.workflow_id(input)
         waiter = self.projection.expect(workflow_id)
         await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
+        self._watch(workflow_id)
         events = await self._wait(workflow_id, waiter)
         return self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
 
@@ -297,10 +394,18 @@ class Choreography:
         return [e for _, e in causal_order(events)]
 
     async def aclose(self) -> None:
-        """Unsubscribe this process's participants (the bus is closed by its owner)."""
+        """Unsubscribe this process's participants, publish what the outbox holds,
+        stop deadline timers (the bus and the store are closed by their owners)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
+        if self._expiring:
+            await asyncio.gather(*self._expiring, return_exceptions=True)
+        if self.relay is not None:
+            await self.relay.close()
 
 
 def _ms(started: float) -> float:

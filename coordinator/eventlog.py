@@ -52,30 +52,30 @@ class MemoryEventLog:
     """An in-process event log (tests, throwaway runs)."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, dict[str, Event]] = {}
-        self._order: list[tuple[str, str]] = []  # (run_id, subject) in first-append order
+        # subject -> run id -> event id -> event (dicts keep append order)
+        self._subjects: dict[str, dict[str, dict[str, Event]]] = {}
         self._run_of: dict[str, str] = {}  # event id -> latest run holding it
 
     def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
         for event in events:
             run_of_event = run_id or self._run_of.get(event.causation_id or "", ORPHAN_RUN)
-            run = self._runs.setdefault(run_of_event, {})
             self._run_of[event.id] = run_of_event
-            if event.id not in run:
-                run[event.id] = event
-                self._order.append((run_of_event, event.subject))
+            runs = self._subjects.setdefault(event.subject, {})
+            bucket = runs.setdefault(run_of_event, {})
+            if event.id not in bucket:
+                bucket[event.id] = event
+                if next(reversed(runs)) != run_of_event:  # the run with the newest event is the latest
+                    runs[run_of_event] = runs.pop(run_of_event)
 
     def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
+        runs = self._subjects.get(subject, {})
         if run_id is None:
-            runs = [r for r, s in self._order if s == subject]
-            if not runs:
-                return []
-            run_id = runs[-1]
-        return [e for e in self._runs.get(run_id, {}).values() if e.subject == subject]
+            run_id = next(reversed(runs), None) if runs else None
+        return list(runs.get(run_id or "", {}).values())
 
-    def all_events(self, *, run_id: str) -> list[Event]:
-        """Every event of one run, in append order."""
-        return list(self._runs.get(run_id, {}).values())
+    def forget(self, subject: str) -> None:
+        """Drop every event of ``subject`` (a long-lived process bounding its memory)."""
+        self._subjects.pop(subject, None)
 
     def close(self) -> None:
         return None

@@ -1,0 +1,303 @@
+"""Outbox and inbox: what a choreography participant commits locally, in one go.
+
+Why both, when every tool call already carries an idempotency key? The key makes
+the *service's* effect happen once. It does not make the *participant* consistent
+with the bus:
+
+* **Outbox.** A participant that acted must announce it. If it publishes straight
+  to the broker and crashes before the broker confirms, the event is lost and the
+  chain stalls (or, if it acks its trigger first, it is never retried). So the
+  handler writes the event to a local outbox table in the same transaction that
+  marks its trigger handled, acks the trigger only after that commit, and a relay
+  publishes outbox rows to the broker until each is confirmed. A crash at any
+  point leaves either nothing (the trigger is redelivered and the handler re-runs,
+  with the same idempotency keys) or a committed row (the relay publishes it after
+  restart).
+* **Inbox.** A redelivered trigger (a nack, a worker killed mid-handler, a broker
+  failover) would re-run the handler: a model call paid twice, an event published
+  twice. The inbox row, keyed by (consumer group, event id), makes it a no-op, and
+  it is shared by every member of the group (the same file or database), since a
+  redelivery may reach another member.
+
+Events have deterministic ids, so a row relayed twice (a relay killed between
+publish and mark) is the same event, which downstream inboxes absorb.
+
+:class:`SqliteOutbox` (a file shared by the processes on one machine; WAL) is the
+default; :class:`PostgresOutbox` serves several machines. Both implement
+:class:`ParticipantStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from bus.base import EventBus
+from coordinator.errors import BusError
+from coordinator.events import Event, parse_event
+
+__all__ = ["OutboxRelay", "ParticipantStore", "PostgresOutbox", "SqliteOutbox", "open_participant_store"]
+
+log = logging.getLogger(__name__)
+
+#: A row claimed by a relay that has not marked it published within this many
+#: seconds is presumed orphaned (its process died) and may be claimed by another.
+CLAIM_TIMEOUT_S = 10.0
+
+
+class ParticipantStore(Protocol):
+    """A participant's local, transactional state: its inbox and its outbox.
+
+    * ``handled(group, event_id)`` -- was this event already handled by the group?
+    * ``commit(group, event_id, emitted)`` -- in ONE transaction: mark the event
+      handled by the group and queue ``emitted`` for publishing. Idempotent.
+    * ``claim(owner, limit)`` -- up to ``limit`` unpublished rows, claimed for
+      ``owner`` (rows another relay claimed more than the store's ``claim_timeout``
+      ago are taken over: that relay presumably died): ``(row id, event)`` in
+      commit order;
+    * ``published(row_ids)`` -- the broker confirmed them.
+    """
+
+    async def handled(self, group: str, event_id: str) -> bool: ...
+
+    async def commit(self, group: str, event_id: str, emitted: Sequence[Event]) -> None: ...
+
+    async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]: ...
+
+    async def published(self, row_ids: Sequence[int]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteOutbox:
+    """Inbox and outbox tables in one SQLite file (several processes may share it)."""
+
+    def __init__(self, path: str | Path, *, claim_timeout: float = CLAIM_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.claim_timeout = claim_timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS inbox (
+                grp TEXT NOT NULL, event_id TEXT NOT NULL, handled REAL NOT NULL,
+                PRIMARY KEY (grp, event_id)
+            );
+            CREATE TABLE IF NOT EXISTS outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL, body TEXT NOT NULL,
+                claimed_by TEXT, claimed_at REAL, published_at REAL
+            );
+            CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
+            """
+        )
+
+    async def handled(self, group: str, event_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM inbox WHERE grp = ? AND event_id = ?", (group, event_id)).fetchone()
+        return row is not None
+
+    async def commit(self, group: str, event_id: str, emitted: Sequence[Event]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                fresh = self._db.execute(
+                    "INSERT OR IGNORE INTO inbox (grp, event_id, handled) VALUES (?, ?, ?)",
+                    (group, event_id, time.time()),
+                ).rowcount
+                if fresh:  # a second commit of the same handling queues nothing again
+                    self._db.executemany(
+                        "INSERT INTO outbox (event_id, body) VALUES (?, ?)", [(e.id, e.to_json()) for e in emitted]
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]:
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT id, body FROM outbox WHERE published_at IS NULL "
+                    "AND (claimed_by IS NULL OR claimed_by = ? OR claimed_at < ?) ORDER BY id LIMIT ?",
+                    (owner, now - self.claim_timeout, limit),
+                ).fetchall()
+                self._db.executemany(
+                    "UPDATE outbox SET claimed_by = ?, claimed_at = ? WHERE id = ?", [(owner, now, r[0]) for r in rows]
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [(row_id, parse_event(body)) for row_id, body in rows]
+
+    async def published(self, row_ids: Sequence[int]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in row_ids])
+
+    async def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class PostgresOutbox:
+    """Inbox and outbox tables in PostgreSQL (``table_prefix`` isolates users of one database)."""
+
+    def __init__(self, url: str, *, table_prefix: str = "coordinator_", claim_timeout: float = CLAIM_TIMEOUT_S) -> None:
+        self.url = url
+        self.prefix = table_prefix
+        self.claim_timeout = claim_timeout
+        self._pool: Any = None
+
+    async def open(self) -> PostgresOutbox:
+        try:
+            from psycopg_pool import AsyncConnectionPool
+        except ImportError as exc:
+            raise BusError("a PostgreSQL outbox needs: pip install 'agent-coordinator[postgres]'") from exc
+        self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
+        try:
+            await self._pool.open(wait=True, timeout=10.0)
+            async with self._pool.connection() as conn:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.prefix}inbox (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
+                    "handled TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))"
+                )
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.prefix}outbox (id BIGSERIAL PRIMARY KEY, "
+                    "event_id TEXT NOT NULL, body TEXT NOT NULL, claimed_by TEXT, "
+                    "claimed_at DOUBLE PRECISION, published_at DOUBLE PRECISION)"
+                )
+        except Exception as exc:
+            await self._pool.close()
+            raise BusError(f"cannot open the PostgreSQL outbox: {exc}; check the URL and that the server runs") from exc
+        return self
+
+    async def handled(self, group: str, event_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT 1 FROM {self.prefix}inbox WHERE grp = %s AND event_id = %s", (group, event_id)
+            )
+            return await cursor.fetchone() is not None
+
+    async def commit(self, group: str, event_id: str, emitted: Sequence[Event]) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                f"INSERT INTO {self.prefix}inbox (grp, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (group, event_id),
+            )
+            if cursor.rowcount:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        f"INSERT INTO {self.prefix}outbox (event_id, body) VALUES (%s, %s)",
+                        [(e.id, e.to_json()) for e in emitted],
+                    )
+
+    async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]:
+        now = time.time()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {self.prefix}outbox SET claimed_by = %s, claimed_at = %s WHERE id IN ("
+                f"SELECT id FROM {self.prefix}outbox WHERE published_at IS NULL AND "
+                "(claimed_by IS NULL OR claimed_by = %s OR claimed_at < %s) ORDER BY id LIMIT %s "
+                "FOR UPDATE SKIP LOCKED) RETURNING id, body",
+                (owner, now, owner, now - self.claim_timeout, limit),
+            )
+            rows = await cursor.fetchall()
+        return sorted((int(row_id), parse_event(body)) for row_id, body in rows)
+
+    async def published(self, row_ids: Sequence[int]) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"UPDATE {self.prefix}outbox SET published_at = %s WHERE id = ANY(%s)", (time.time(), list(row_ids))
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def open_participant_store(spec: str | Path) -> ParticipantStore:
+    """A store by spec: a ``postgresql://`` URL, else a SQLite file path."""
+    text = str(spec)
+    if text.startswith(("postgresql://", "postgres://")):
+        return await PostgresOutbox(text).open()
+    return SqliteOutbox(text.removeprefix("sqlite://"))
+
+
+class OutboxRelay:
+    """Publishes a store's outbox rows to a bus, in commit order, until confirmed.
+
+    :meth:`wake` after a commit; :meth:`start` also drains rows a crashed process
+    left behind. :meth:`flush` returns once every row claimed so far is published.
+    A publish that fails is retried with backoff; rows are never dropped.
+    """
+
+    def __init__(self, store: ParticipantStore, bus: EventBus, *, batch: int = 64) -> None:
+        self.store = store
+        self.bus = bus
+        self.batch = batch
+        self.owner = f"relay-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._relay(), name=f"outbox relay {self.owner}")
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until the relay has nothing left to publish (bound it with ``asyncio.timeout``)."""
+        self.wake()
+        await self._idle.wait()
+
+    async def _relay(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while rows := await self.store.claim(self.owner, self.batch):
+                    for row_id, event in rows:
+                        await self.bus.publish(event)
+                        await self.store.published([row_id])
+                delay = 0.05
+                self._idle.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay could not publish (retrying in %.2fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._wake.set()
+
+    async def close(self) -> None:
+        """Publish what is queued (bounded), then stop."""
+        if self._task is None:
+            return
+        try:
+            async with asyncio.timeout(10.0):
+                await self.flush()
+        except TimeoutError:
+            log.warning("outbox relay closed with rows unpublished; they stay in the outbox for the next relay")
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
