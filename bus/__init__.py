@@ -1,13 +1,16 @@
 """Event buses: the :class:`EventBus` seam, its backends, and :func:`open_bus`.
 
-``open_bus(url)`` picks a backend by URL scheme; today that is ``memory://`` (the
-:class:`InMemoryBus`). Adding a backend means writing a sibling module that
-implements :class:`EventBus`, adding its scheme to ``_BACKENDS`` below, and
-appending its config to the contract suite in ``tests/contract``.
+``open_bus(url)`` picks a backend by URL scheme: ``memory://`` (the
+:class:`InMemoryBus`), ``amqp://`` / ``amqps://`` (RabbitMQ, :mod:`bus.rabbitmq`)
+and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`bus.nats`). Adding a backend
+means writing a sibling module that implements :class:`EventBus`, adding its scheme
+to ``_BACKENDS`` below, and adding its config to the contract suite in
+``tests/contract`` (one ``backend_<name>.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -32,12 +35,33 @@ def _open_memory(url: str, **options: Any) -> EventBus:
     return InMemoryBus(**options)
 
 
-# scheme -> factory(url, **options). Read-only: backends are added here in code, not at run time.
-_BACKENDS: Final[Mapping[str, Callable[..., EventBus]]] = MappingProxyType({"memory": _open_memory})
+def _lazy_backend(module: str, attribute: str, extra: str, packages: tuple[str, ...]) -> Callable[..., EventBus]:
+    """A factory that imports a broker backend on first use, so its client library
+    stays an optional extra; a missing library is a BusError naming the extra."""
 
-# Schemes we mean to support; named in the error so the message says "not yet", not "unknown".
-_PLANNED: Final[Mapping[str, str]] = MappingProxyType(
-    {"amqp": "RabbitMQ", "amqps": "RabbitMQ", "nats": "NATS", "tls": "NATS"}
+    def open_backend(url: str, **options: Any) -> EventBus:
+        try:
+            backend = getattr(importlib.import_module(module), attribute)
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] not in packages:
+                raise
+            raise BusError(
+                f"the {extra} bus backend needs {packages[0]}, which is not installed ({exc.name});"
+                f" pip install 'agent-coordinator[{extra}]'"
+            ) from exc
+        bus: EventBus = backend.from_url(url, **options)
+        return bus
+
+    return open_backend
+
+
+_open_rabbitmq = _lazy_backend("bus.rabbitmq", "RabbitMQBus", "rabbitmq", ("aio_pika", "aiormq", "pamqp"))
+_open_nats = _lazy_backend("bus.nats", "JetStreamBus", "nats", ("nats",))
+
+
+# scheme -> factory(url, **options). Read-only: backends are added here in code, not at run time.
+_BACKENDS: Final[Mapping[str, Callable[..., EventBus]]] = MappingProxyType(
+    {"memory": _open_memory, "amqp": _open_rabbitmq, "amqps": _open_rabbitmq, "nats": _open_nats, "tls": _open_nats}
 )
 
 
@@ -45,7 +69,9 @@ def open_bus(url: str = "memory://", **options: Any) -> EventBus:
     """Open the event bus ``url`` names; ``options`` go to the backend's constructor.
 
     ``memory://`` gives an :class:`InMemoryBus` (options: ``max_deliveries``,
-    ``redelivery_delay``, ``duplicate_delivery``, ``close_timeout``). Raises
+    ``redelivery_delay``, ``duplicate_delivery``, ``close_timeout``); ``amqp://...``
+    a :class:`bus.rabbitmq.RabbitMQBus`; ``nats://...`` a
+    :class:`bus.nats.JetStreamBus` (see their options). Raises
     :class:`~coordinator.errors.BusError` for a scheme without a backend, listing the
     supported ones. The bus is not connected until first used; close it with
     ``await bus.close()``.
@@ -56,10 +82,5 @@ def open_bus(url: str = "memory://", **options: Any) -> EventBus:
     if factory is not None:
         return factory(url, **options)
     # Name only the scheme: the rest of a broker URL may carry credentials.
-    if scheme in _PLANNED:
-        raise BusError(
-            f"the {_PLANNED[scheme]} bus backend ({scheme}://) is not available yet;"
-            f" supported schemes: {supported} -- use open_bus('memory://') for now"
-        )
     shown = f"{scheme}://" if scheme else "no scheme"
     raise BusError(f"unknown bus URL scheme ({shown}); supported schemes: {supported}, e.g. open_bus('memory://')")

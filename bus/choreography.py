@@ -381,10 +381,16 @@ class Choreography:
         return self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
 
     async def _wait(self, workflow_id: str, waiter: asyncio.Future[list[Event]]) -> list[Event]:
+        if PROJECTION not in self.participants:
+            # The projection runs elsewhere: follow the shared event log instead.
+            waiter.cancel()
+            self.projection.forget(workflow_id)
+            waiter = asyncio.ensure_future(self._follow_log(workflow_id))
         try:
             events = await asyncio.wait_for(waiter, timeout=self.run_timeout)
         except TimeoutError:
-            last = self.projection.last_event(workflow_id)
+            logged = self.event_log.events(workflow_id)
+            last = self.projection.last_event(workflow_id) or (logged[-1] if logged else None)
             self.projection.forget(workflow_id)
             raise CoordinatorError(
                 f"run {workflow_id!r} did not end within {self.run_timeout:g}s; its last event was "
@@ -392,6 +398,16 @@ class Choreography:
                 "(see the bus's dead letters)"
             ) from None
         return [e for _, e in causal_order(events)]
+
+    async def _follow_log(self, workflow_id: str) -> list[Event]:
+        """The run's events once the shared event log shows it ended or paused."""
+        delay = 0.005
+        while True:
+            known = self.event_log.events(workflow_id)
+            if known and (self.saga.is_terminal(known[-1].type) or self.saga.is_pause(known[-1].type)):
+                return known
+            await asyncio.sleep(delay)  # polling a condition, bounded by run_timeout
+            delay = min(delay * 2, 0.1)
 
     async def aclose(self) -> None:
         """Unsubscribe this process's participants, publish what the outbox holds,

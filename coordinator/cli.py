@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -139,6 +140,13 @@ SupervisorOption = Annotated[
     str, typer.Option(help="orchestration supervisor: rule (the saga decides) or model (a chat model hands off)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object per run instead of a table")]
+DeadlineOption = Annotated[
+    float | None, typer.Option(help="choreography: seconds a run may take before its stuck step is failed")
+]
+OutboxOption = Annotated[
+    str | None,
+    typer.Option(help="choreography outbox/inbox: a SQLite file (default <state dir>/outbox.db) or postgresql://"),
+]
 StateDirOption = Annotated[Path | None, typer.Option("--state-dir", help="directory for the event log and state")]
 
 
@@ -159,6 +167,9 @@ class SessionOptions:
     supervisor: str = "rule"
     logical_clock: bool = False
     state_dir: Path = Path(".coordinator")
+    participants: tuple[str, ...] | None = None
+    outbox: str | None = None
+    deadline: float | None = None
 
 
 @dataclass
@@ -217,7 +228,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
     try:
         async with AsyncExitStack() as stack:
             env = await stack.enter_async_context(workflow_app.environment(app_options))
-            checkpointer = bus = supervisor_model = None
+            checkpointer = bus = supervisor_model = store = None
             if options.mode == "orchestration":
                 from graphs.checkpoints import open_checkpointer
 
@@ -230,9 +241,15 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     supervisor_model = ScriptedChatModel()
             else:
                 from bus import open_bus
+                from bus.outbox import open_participant_store
 
                 bus = open_bus(options.bus)
                 stack.push_async_callback(bus.close)
+                if options.outbox or not options.bus.startswith("memory:"):
+                    # On a broker, participants commit through an outbox shared by the
+                    # processes of this machine (or a PostgreSQL one for several).
+                    store = await open_participant_store(options.outbox or options.state_dir / "outbox.db")
+                    stack.push_async_callback(store.close)
             coordinator = await stack.enter_async_context(
                 open_coordinator(
                     workflow_app.workflow,
@@ -245,6 +262,9 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     bus=bus,
                     concurrency=options.concurrency,
                     supervisor_model=supervisor_model,
+                    participants=options.participants,
+                    participant_store=store,
+                    deadline=options.deadline,
                 )
             )
             event_log.begin_run(coordinator.run_id, workflow=workflow_app.workflow.name, mode=options.mode)
@@ -269,6 +289,11 @@ def run(
     bus: BusOption = "memory://",
     param: ParamOption = None,
     supervisor: SupervisorOption = "rule",
+    workers: Annotated[
+        str, typer.Option(help="choreography: in-process (agents run here) or external (coordinator worker ...)")
+    ] = "in-process",
+    deadline: DeadlineOption = None,
+    outbox: OutboxOption = None,
     json_output: JsonOption = False,
     logical_clock: Annotated[bool, typer.Option(help="stamp events with logical time (reproducible logs)")] = False,
     state_directory: StateDirOption = None,
@@ -293,8 +318,23 @@ def run(
         supervisor=supervisor,
         logical_clock=logical_clock,
         state_dir=state_dir(state_directory),
+        participants=_hosted(workers),
+        outbox=outbox,
+        deadline=deadline,
     )
     raise typer.Exit(asyncio.run(_run(file, options, json_output)))
+
+
+def _hosted(workers: str) -> tuple[str, ...] | None:
+    """Which participants a `run` hosts: all, or (with external workers) only the
+    owner, which starts runs, ends them and enforces their deadlines."""
+    if workers == "in-process":
+        return None
+    if workers == "external":
+        from bus.choreography import OWNER
+
+        return (OWNER,)
+    raise fail(f"unknown --workers {workers!r}; choose in-process or external")
 
 
 async def _run(file: Path, options: SessionOptions, json_output: bool) -> int:
@@ -504,6 +544,52 @@ app.command("approve")(_decision_command(True, "Approve the step WORKFLOW_ID wai
 app.command("reject")(
     _decision_command(False, "Reject the step WORKFLOW_ID waits on: it fails and the completed steps are undone.")
 )
+
+
+@app.command()
+def worker(
+    participant: Annotated[str, typer.Argument(help="inventory, payment, shipping, owner or projection")],
+    bus: BusOption = "amqp://guest:guest@127.0.0.1:5672/",
+    services: ServicesOption = None,
+    workflow: WorkflowOption = DEFAULT_APP,
+    param: ParamOption = None,
+    concurrency: ConcurrencyOption = 16,
+    deadline: DeadlineOption = None,
+    outbox: OutboxOption = None,
+    state_directory: StateDirOption = None,
+) -> None:
+    """Run one choreography participant as its own process, until SIGTERM or Ctrl-C.
+
+    Several processes of one participant share its queue (they compete for its
+    events). On SIGTERM the worker stops taking events, finishes the ones in hand,
+    publishes what its outbox holds, and exits.
+    """
+    options = SessionOptions(
+        mode="choreography",
+        workflow=workflow,
+        services=services,
+        bus=bus,
+        parameters=parse_parameters(param),
+        concurrency=concurrency,
+        state_dir=state_dir(state_directory),
+        participants=(participant,),
+        outbox=outbox,
+        deadline=deadline,
+    )
+    asyncio.run(_work(options))
+
+
+async def _work(options: SessionOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_session(options) as session:
+        participants = ", ".join(options.participants or ())
+        console.print(f"worker {participants} ready on {options.bus.split('@')[-1]} (run {session.coordinator.run_id})")
+        await stop.wait()
+        console.print(f"worker {participants} stopping: finishing the events in hand")
+    console.print(f"worker {participants} stopped")
 
 
 @app.command()

@@ -131,6 +131,9 @@ async def open_coordinator(
     bus: Any = None,
     concurrency: int = 16,
     supervisor_model: Any = None,
+    participants: Sequence[str] | None = None,
+    participant_store: Any = None,
+    deadline: float | None = None,
 ) -> AsyncIterator[Coordinator]:
     """Build the coordinator for ``mode`` and close it on exit.
 
@@ -138,7 +141,10 @@ async def open_coordinator(
       default in-memory); ``supervisor_model`` (a chat model) makes the supervisor
       choose agents through handoff tools instead of by rule;
     * ``choreography`` uses ``bus`` (an :class:`bus.EventBus`; default a fresh
-      in-memory bus, closed on exit) with ``concurrency`` handlers per participant.
+      in-memory bus, closed on exit) with ``concurrency`` handlers per participant;
+      ``participants`` picks the ones this process hosts (default: all),
+      ``participant_store`` gives them an outbox and inbox (:mod:`bus.outbox`), and
+      ``deadline`` (seconds) fails a run's stuck step when it passes.
 
     Raises :class:`~coordinator.errors.WorkflowDefinitionError` when the workflow and
     agents don't fit, and :class:`CoordinatorError` for an unknown mode.
@@ -168,7 +174,17 @@ async def open_coordinator(
 
         if bus is None:
             bus = own_bus = InMemoryBus()
-        choreography = Choreography(runner, saga, bus=bus, event_log=event_log, run_id=run_id, concurrency=concurrency)
+        choreography = Choreography(
+            runner,
+            saga,
+            bus=bus,
+            event_log=event_log,
+            run_id=run_id,
+            concurrency=concurrency,
+            participants=participants,
+            store=participant_store,
+            deadline=deadline,
+        )
         await choreography.start()
         engine = choreography
     else:

@@ -226,9 +226,7 @@ async def test_open_bus_memory_passes_options_through() -> None:
 @pytest.mark.parametrize(
     ("url", "names"),
     [
-        ("amqp://coordinator:s3cret@localhost:5672/", "RabbitMQ"),
-        ("nats://localhost:4222", "NATS"),
-        ("redis://localhost", "unknown bus URL scheme (redis://)"),
+        ("redis://coordinator:s3cret@localhost", "unknown bus URL scheme (redis://)"),
         ("localhost", "unknown bus URL scheme (no scheme)"),
     ],
 )
@@ -237,5 +235,5 @@ def test_open_bus_refuses_schemes_without_a_backend(url: str, names: str) -> Non
         open_bus(url)
     message = str(raised.value)
     assert names in message
-    assert "memory://" in message
+    assert "amqp://, amqps://, memory://, nats://" in message  # the supported schemes are listed
     assert "s3cret" not in message  # never echo credentials from a broker URL
