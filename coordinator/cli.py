@@ -592,6 +592,48 @@ async def _work(options: SessionOptions) -> None:
     console.print(f"worker {participants} stopped")
 
 
+@app.command("dead-letters")
+def dead_letters(
+    bus: BusOption = "amqp://guest:guest@127.0.0.1:5672/",
+    replay: Annotated[bool, typer.Option("--replay", help="put them back into their groups' queues")] = False,
+    group: Annotated[str | None, typer.Option(help="only this consumer group")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the events a broker gave up on (and, with --replay, deliver them again)."""
+    from bus import open_bus
+
+    async def act() -> None:
+        broker = open_bus(bus)
+        try:
+            letters = [d for d in await broker.dead_letters() if group is None or d.group == group]
+            if json_output:
+                for d in letters:
+                    row = {
+                        "group": d.group,
+                        "error": d.error,
+                        "deliveries": d.deliveries,
+                        "event": d.event.model_dump(mode="json"),
+                    }
+                    console.print(json.dumps(row), markup=False, highlight=False, soft_wrap=True)
+            else:
+                table = Table(title=f"{len(letters)} dead letters")
+                for column in ("group", "event", "workflow", "deliveries", "last error"):
+                    table.add_column(column)
+                for d in letters:
+                    table.add_row(d.group, d.event.type, d.event.subject, str(d.deliveries), d.error)
+                console.print(table)
+            if replay:
+                count = await broker.replay_dead_letters(group)
+                console.print(f"replayed {count} dead letters")
+        finally:
+            await broker.close()
+
+    try:
+        asyncio.run(act())
+    except CoordinatorError as exc:
+        raise fail(str(exc), 1) from None
+
+
 @app.command()
 def graph(
     workflow: WorkflowOption = DEFAULT_APP,
