@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 
 from agents.agent import Agent
 from agents.fake import ScriptedChatModel
+from agents.models import parse_model_options
 from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.workflow import Step, StepEvents, Workflow
@@ -204,10 +205,18 @@ def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]
     return problems
 
 
+def _chosen_models(options: AppOptions) -> dict[str, BaseChatModel]:
+    """Each agent's model as ``--model``/``--record``/``--replay`` say (ModelError if not)."""
+    choice = parse_model_options(options.models, record=options.record, replay=options.replay)
+    return choice.models(_OWNED_TOOLS)
+
+
 @asynccontextmanager
 async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironment]:
     """Agents over in-process services (kept in ``options.store`` when given) or over
-    services served elsewhere at ``options.services`` (``coordinator sandbox``)."""
+    services served elsewhere at ``options.services`` (``coordinator sandbox``), with
+    the models ``options.models`` name (recorded or replayed as ``options`` say)."""
+    models = _chosen_models(options)
     if options.services:
         base_url = options.services.rstrip("/")
         async with httpx.AsyncClient(timeout=30.0) as client:
@@ -217,7 +226,7 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
                 return check_order_effects(await RemoteSandboxState.fetch(client, base_url), results)
 
             yield AppEnvironment(
-                agents=order_agents(client=client, urls=ServiceUrls.at(base_url)),
+                agents=order_agents(client=client, model=models, urls=ServiceUrls.at(base_url)),
                 validation_context={"known_skus": set(remote.inventory.initial_stock)},
                 check=check_remote,
             )
@@ -234,7 +243,7 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
                 return check_order_effects(sandbox, results)
 
             yield AppEnvironment(
-                agents=order_agents(client=client),
+                agents=order_agents(client=client, model=models),
                 validation_context={"known_skus": set(scenario.catalogue)},
                 check=check_local,
                 extras={"sandbox": sandbox},

@@ -32,7 +32,11 @@ class AppOptions:
     * ``services`` -- base URL of services that run elsewhere (``coordinator
       sandbox``); None: in-process services;
     * ``store`` -- where in-process services keep their state so that another
-      process (a resume, an approval, a worker) sees it; None: memory only.
+      process (a resume, an approval, a worker) sees it; None: memory only;
+    * ``models`` -- the ``--model`` values: a default spec and ``AGENT=SPEC``
+      overrides (``agents.models.parse_model_options``); empty: every agent ``fake``;
+    * ``record`` / ``replay`` -- a cassette directory to record every model request
+      and answer to, or to replay them from (``agents.cassette``).
     """
 
     seed: int = 0
@@ -40,6 +44,9 @@ class AppOptions:
     scenario: str | None = None
     services: str | None = None
     store: str | None = None
+    models: tuple[str, ...] = ()
+    record: str | None = None
+    replay: str | None = None
 
 
 @dataclass

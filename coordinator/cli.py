@@ -148,6 +148,21 @@ OutboxOption = Annotated[
     typer.Option(help="choreography outbox/inbox: a SQLite file (default <state dir>/outbox.db) or postgresql://"),
 ]
 StateDirOption = Annotated[Path | None, typer.Option("--state-dir", help="directory for the event log and state")]
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        help="agents' chat model: fake (default), PROVIDER:MODEL (openai:gpt-4o-mini, anthropic:...), "
+        "package.module:Class; AGENT=SPEC for one agent (repeatable); keys come from the environment",
+    ),
+]
+RecordOption = Annotated[
+    Path | None, typer.Option("--record", file_okay=False, help="record every model request and answer in DIR")
+]
+ReplayOption = Annotated[
+    Path | None,
+    typer.Option("--replay", exists=True, file_okay=False, help="answer from the cassette DIR instead of any model"),
+]
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,9 @@ class SessionOptions:
     participants: tuple[str, ...] | None = None
     outbox: str | None = None
     deadline: float | None = None
+    models: tuple[str, ...] = ()
+    record: Path | None = None
+    replay: Path | None = None
 
 
 @dataclass
@@ -221,6 +239,9 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
         scenario=str(options.scenario) if options.scenario else None,
         services=options.services,
         store=None if options.services else str(options.state_dir / "sandbox.db"),
+        models=options.models,
+        record=str(options.record) if options.record else None,
+        replay=str(options.replay) if options.replay else None,
     )
     clock: Clock = LogicalClock() if options.logical_clock else SystemClock()
     settings = RunSettings(seed=options.seed, parameters=options.parameters)
@@ -236,9 +257,10 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     open_checkpointer(options.state, state_dir=options.state_dir)
                 )
                 if options.supervisor == "model":
-                    from agents.fake import ScriptedChatModel
+                    from agents.models import SUPERVISOR, parse_model_options
 
-                    supervisor_model = ScriptedChatModel()
+                    choice = parse_model_options(options.models, record=options.record, replay=options.replay)
+                    supervisor_model = choice.model_for(SUPERVISOR)
             else:
                 from bus import open_bus
                 from bus.outbox import open_participant_store
@@ -297,6 +319,9 @@ def run(
     json_output: JsonOption = False,
     logical_clock: Annotated[bool, typer.Option(help="stamp events with logical time (reproducible logs)")] = False,
     state_directory: StateDirOption = None,
+    model: ModelOption = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
 ) -> None:
     """Run every workflow input in FILE and report each outcome.
 
@@ -321,8 +346,22 @@ def run(
         participants=_hosted(workers),
         outbox=outbox,
         deadline=deadline,
+        **_model_options(model, record, replay),
     )
     raise typer.Exit(asyncio.run(_run(file, options, json_output)))
+
+
+def _model_options(model: list[str] | None, record: Path | None, replay: Path | None) -> dict[str, Any]:
+    """The SessionOptions fields of --model/--record/--replay, checked now so a typo fails
+    before anything runs (ModelError names the value)."""
+    from agents.models import parse_model_options
+    from coordinator.errors import ModelError
+
+    try:
+        parse_model_options(model, record=record, replay=replay)
+    except ModelError as exc:
+        raise fail(str(exc)) from None
+    return {"models": tuple(model or ()), "record": record, "replay": replay}
 
 
 def _hosted(workers: str) -> tuple[str, ...] | None:
@@ -451,6 +490,9 @@ def resume(
     bus: BusOption = "memory://",
     param: ParamOption = None,
     concurrency: ConcurrencyOption = 16,
+    model: ModelOption = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
     json_output: JsonOption = False,
     state_directory: StateDirOption = None,
 ) -> None:
@@ -479,6 +521,7 @@ def resume(
         bus=bus,
         parameters=parse_parameters(param),
         concurrency=concurrency,
+        **_model_options(model, record, replay),
     )
     code = 0
     for mode, subjects in by_mode.items():
@@ -530,10 +573,20 @@ def _decision_command(approved: bool, summary: str) -> Any:
         state: StateOption = None,
         bus: BusOption = "memory://",
         param: ParamOption = None,
+        model: ModelOption = None,
+        record: RecordOption = None,
+        replay: ReplayOption = None,
         json_output: JsonOption = False,
         state_directory: StateDirOption = None,
     ) -> None:
-        overrides = dict(workflow=workflow, services=services, state=state, bus=bus, parameters=parse_parameters(param))
+        overrides = dict(
+            workflow=workflow,
+            services=services,
+            state=state,
+            bus=bus,
+            parameters=parse_parameters(param),
+            **_model_options(model, record, replay),
+        )
         _decide(workflow_id, approved, by, note, state_dir(state_directory), overrides, json_output)
 
     command.__doc__ = summary
@@ -556,6 +609,9 @@ def worker(
     concurrency: ConcurrencyOption = 16,
     deadline: DeadlineOption = None,
     outbox: OutboxOption = None,
+    model: ModelOption = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
     """Run one choreography participant as its own process, until SIGTERM or Ctrl-C.
@@ -575,6 +631,7 @@ def worker(
         participants=(participant,),
         outbox=outbox,
         deadline=deadline,
+        **_model_options(model, record, replay),
     )
     asyncio.run(_work(options))
 
@@ -741,9 +798,9 @@ STATUS_STYLE = {
 
 def _print_table(results: list[WorkflowResult], mode: str) -> None:
     table = Table(title=f"{len(results)} runs ({mode})")
-    table.caption = "done/undone: steps performed/compensated; model, tool: calls made"
-    for column in ("id", "outcome", "done", "undone", "model", "tool", "ms"):
-        numeric = column in ("model", "tool", "ms")
+    table.caption = "done/undone: steps performed/compensated; model, tool: calls made; tokens: model input+output"
+    for column in ("id", "outcome", "done", "undone", "model", "tokens", "tool", "ms"):
+        numeric = column in ("model", "tokens", "tool", "ms")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for result in results:
         usage = result.usage
@@ -754,6 +811,7 @@ def _print_table(results: list[WorkflowResult], mode: str) -> None:
             f"{result.steps_done}/{len(result.steps)}",
             str(result.steps_compensated),
             str(usage.model_calls),
+            str(usage.input_tokens + usage.output_tokens),
             str(usage.tool_calls),
             f"{result.duration_ms:.1f}",
         )

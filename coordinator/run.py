@@ -67,11 +67,22 @@ class Coordinator:
     bad field) and runs them, one at a time or many concurrently.
     """
 
-    def __init__(self, workflow: Workflow, engine: Engine, *, event_log: EventLog, run_id: str) -> None:
+    def __init__(
+        self, workflow: Workflow, engine: Engine, *, event_log: EventLog, run_id: str, forget_ended: bool = False
+    ) -> None:
         self.workflow = workflow
         self.engine = engine
         self.event_log = event_log
         self.run_id = run_id
+        # A log the coordinator made itself is only a working record: an ended run's
+        # events are in its result, so they are dropped to keep memory flat.
+        self._forget_ended = forget_ended and isinstance(event_log, MemoryEventLog)
+
+    def _ended(self, result: WorkflowResult) -> WorkflowResult:
+        if self._forget_ended and result.status.ended:
+            assert isinstance(self.event_log, MemoryEventLog)
+            self.event_log.forget(result.workflow_id)
+        return result
 
     @property
     def mode(self) -> str:
@@ -79,19 +90,19 @@ class Coordinator:
 
     async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
         """Validate ``input`` (a mapping, JSON text or model) and run it to its end."""
-        return await self.engine.run(self.workflow.validate_input(input, context=context))
+        return self._ended(await self.engine.run(self.workflow.validate_input(input, context=context)))
 
     async def resume(self, workflow_id: str) -> WorkflowResult:
         """Carry on the run of ``workflow_id`` that stopped short, until it ends."""
-        return await self.engine.resume(workflow_id)
+        return self._ended(await self.engine.resume(workflow_id))
 
     async def approve(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
         """Approve the step ``workflow_id`` is waiting on; the run carries on."""
-        return await self.engine.decide(workflow_id, {"approved": True, "by": by, "note": note})
+        return self._ended(await self.engine.decide(workflow_id, {"approved": True, "by": by, "note": note}))
 
     async def reject(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
         """Reject the step ``workflow_id`` is waiting on: it fails, the rest is undone."""
-        return await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note})
+        return self._ended(await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note}))
 
     async def run_many(
         self,
@@ -107,7 +118,7 @@ class Coordinator:
 
         async def one(item: BaseModel) -> WorkflowResult:
             async with gate:
-                result = await self.engine.run(item)
+                result = self._ended(await self.engine.run(item))
             if on_result is not None:
                 maybe = on_result(result)
                 if maybe is not None:
@@ -152,6 +163,7 @@ async def open_coordinator(
     from agents.runner import StepRunner
 
     settings = settings or RunSettings()
+    own_log = event_log is None
     event_log = event_log if event_log is not None else MemoryEventLog()
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
     runner = StepRunner(workflow, agents, settings=settings)
@@ -190,7 +202,7 @@ async def open_coordinator(
     else:
         raise CoordinatorError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     try:
-        yield Coordinator(workflow, engine, event_log=event_log, run_id=run_id)
+        yield Coordinator(workflow, engine, event_log=event_log, run_id=run_id, forget_ended=own_log)
     finally:
         await engine.aclose()
         if own_bus is not None:

@@ -265,28 +265,29 @@ class Orchestrator:
     async def _start(self, first: Event, started: float) -> WorkflowResult:
         initial: RunState = {"events": [first.model_dump(mode="json")], "step": "", "supervisor_usage": []}
         state = await self.graph.ainvoke(initial, self._config(first.subject))
-        return await self._result(first.subject, state, started)
+        return await self._result(first.subject, state, state.get("__interrupt__") or (), started)
 
     async def _continue(self, workflow_id: str, resume: Command[Any] | None, started: float) -> WorkflowResult:
         config = self._config(workflow_id)
         snapshot = await self.graph.aget_state(config)
-        pending_approval = any(task.interrupts for task in snapshot.tasks)
-        if snapshot.next and (resume is not None or not pending_approval):
+        interrupts = [i for task in snapshot.tasks for i in task.interrupts]
+        if snapshot.next and (resume is not None or not interrupts):
             state = await self.graph.ainvoke(resume, config)
+            interrupts = state.get("__interrupt__") or []
         else:
             state = dict(snapshot.values)
-        return await self._result(workflow_id, state, started)
+        return await self._result(workflow_id, state, interrupts, started)
 
-    async def _result(self, workflow_id: str, state: Mapping[str, Any], started: float) -> WorkflowResult:
+    async def _result(
+        self, workflow_id: str, state: Mapping[str, Any], interrupts: Any, started: float
+    ) -> WorkflowResult:
         events = [Event.model_validate(e) for e in state["events"]]
-        snapshot = await self.graph.aget_state(self._config(workflow_id))
-        for task in snapshot.tasks:
-            for pending in task.interrupts:
-                # The approval request was logged by the paused node; it is not in the
-                # graph state until the node finishes.
-                requested = [e for e in self.event_log.events(workflow_id) if self.saga.is_pause(e.type)]
-                if requested and pending.value.get("step") == requested[-1].data.get("step"):
-                    events.append(requested[-1])
+        for pending in interrupts:
+            # The approval request was logged by the paused node; it is not in the
+            # graph state until the node finishes.
+            requested = [e for e in self.event_log.events(workflow_id) if self.saga.is_pause(e.type)]
+            if requested and pending.value.get("step") == requested[-1].data.get("step"):
+                events.append(requested[-1])
         result = self.saga.result(
             workflow_id, events, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000
         )

@@ -1,0 +1,14 @@
+"""docs/testing.md shows tests/test_plugin_example.py verbatim, so the documented example
+is exactly the one CI runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_documented_example_is_the_tested_one() -> None:
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    example = (ROOT / "tests" / "test_plugin_example.py").read_text()
+    assert f"```python\n{example}```" in doc, "copy tests/test_plugin_example.py into docs/testing.md again"
