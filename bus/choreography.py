@@ -69,11 +69,12 @@ def subscription_tables(saga: Saga) -> dict[str, dict[str, NextAction]]:
 class Inbox:
     """Event ids a consumer group has handled, so a redelivery is a no-op.
 
-    In memory and bounded (the oldest ids are forgotten first): enough for one
-    process; a durable inbox belongs next to the participant's own state.
+    In memory and bounded (the oldest ids are forgotten first): it only has to cover
+    the window in which a redelivery arrives, and must not grow with the number of
+    runs a long-lived process handles. A durable inbox is :mod:`bus.outbox`.
     """
 
-    def __init__(self, *, capacity: int = 65_536) -> None:
+    def __init__(self, *, capacity: int = 8_192) -> None:
         self.capacity = capacity
         self._seen: OrderedDict[str, None] = OrderedDict()
 
@@ -89,16 +90,23 @@ class Inbox:
 class StatusProjection:
     """Collects each run's events and resolves a waiter when the run ends.
 
-    Not a coordinator: it only reads events. ``status`` keeps the final status of
-    every run it saw end.
+    Not a coordinator: it only reads events. ``status`` keeps the latest status of
+    the runs it saw end or pause (the most recent ``capacity`` of them).
     """
 
     def __init__(self, saga: Saga) -> None:
         self.saga = saga
-        self.status: dict[str, str] = {}
+        self.status: OrderedDict[str, str] = OrderedDict()
+        self.capacity = 8_192
         self._events: dict[str, dict[str, Event]] = {}
         self._waiters: dict[str, asyncio.Future[list[Event]]] = {}
         self._ended = Inbox()
+
+    def _set_status(self, workflow_id: str, status: str) -> None:
+        self.status[workflow_id] = status
+        self.status.move_to_end(workflow_id)
+        if len(self.status) > self.capacity:
+            self.status.popitem(last=False)
 
     def expect(self, workflow_id: str) -> asyncio.Future[list[Event]]:
         """A future that resolves to ``workflow_id``'s events when it ends."""
@@ -121,7 +129,7 @@ class StatusProjection:
         events.setdefault(event.id, event)
         if self.saga.is_terminal(event.type):
             self._ended.add(event.subject)
-            self.status[event.subject] = event.data.get("status", "completed")
+            self._set_status(event.subject, str(event.data.get("status", "completed")))
             collected = list(self._events.pop(event.subject).values())
             waiter = self._waiters.pop(event.subject, None)
             if waiter is not None and not waiter.done():
@@ -129,7 +137,7 @@ class StatusProjection:
         elif self.saga.is_pause(event.type):
             # Not an end: the run waits for a person. Whoever waits gets the events so
             # far; the projection keeps collecting for when the run goes on.
-            self.status[event.subject] = "awaiting_approval"
+            self._set_status(event.subject, "awaiting_approval")
             waiter = self._waiters.pop(event.subject, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(list(events.values()))

@@ -84,6 +84,14 @@ emitted twice by a redelivered handler -- is stored once. Every NATS failure
 becomes a :class:`~coordinator.errors.BusError` naming the server (``host:port``,
 never credentials) and what to check.
 
+Options in the URL
+------------------
+
+:meth:`JetStreamBus.from_url` (what ``open_bus`` and so ``coordinator worker --bus
+URL`` call) reads the bus's options from the URL's query, e.g.
+``nats://127.0.0.1:4222?stream=SHOP&subject_prefix=shop&ack_wait=10``: a
+deployment, or a test, gets streams of its own from the command line.
+
 Close and reconnection
 ----------------------
 
@@ -116,7 +124,7 @@ import re
 from collections.abc import Awaitable, Collection, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -165,6 +173,16 @@ _ALREADY_EXISTS: Final = frozenset({10058, 10148, 10013})
 _SUBJECTS_OVERLAP: Final = 10065
 
 _NatsFailure = (nats.errors.Error, OSError, TimeoutError)
+
+# Options JetStreamBus.from_url reads from the URL's query, with their types.
+_URL_OPTIONS: Final[dict[str, type]] = {
+    "stream": str,
+    "subject_prefix": str,
+    "max_deliveries": int,
+    "redelivery_delay": float,
+    "ack_wait": float,
+    "close_timeout": float,
+}
 
 
 def _token(name: str) -> str:
@@ -270,8 +288,37 @@ class JetStreamBus:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> JetStreamBus:
-        """The bus for ``url`` with keyword ``options`` (what :func:`bus.open_bus` calls)."""
-        return cls(url, **options)
+        """The bus for ``url`` with keyword ``options`` (what :func:`bus.open_bus` calls).
+
+        The URL's query may set this bus's options, so that a command line (``coordinator
+        worker --bus URL``) can give each deployment or test its own stream::
+
+            nats://127.0.0.1:4222?stream=SHOP&subject_prefix=shop&ack_wait=10
+
+        Recognised: ``stream``, ``subject_prefix``, ``max_deliveries``,
+        ``redelivery_delay``, ``ack_wait``, ``close_timeout``; they are removed from the
+        URL (nats-py takes no query options, so any other parameter is an error).
+        Keyword ``options`` win over the URL's. Raises :class:`BusError` for an unknown
+        option or a value of the wrong type or out of range.
+        """
+        parts = urlsplit(url)
+        from_query: dict[str, Any] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            kind = _URL_OPTIONS.get(key)
+            if kind is None:
+                raise BusError(
+                    f"unknown NATS bus URL option {key!r}; the query may set: {', '.join(sorted(_URL_OPTIONS))}"
+                )
+            try:
+                from_query[key] = kind(value)
+            except ValueError:
+                raise BusError(
+                    f"bus URL option {key}={value!r} is not {'an integer' if kind is int else 'a number'}"
+                ) from None
+        try:
+            return cls(urlunsplit(parts._replace(query="")), **{**from_query, **options})
+        except ValueError as exc:
+            raise BusError(f"invalid NATS bus option: {exc}") from exc
 
     async def __aenter__(self) -> JetStreamBus:
         return self

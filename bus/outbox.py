@@ -50,7 +50,10 @@ log = logging.getLogger(__name__)
 
 #: A row claimed by a relay that has not marked it published within this many
 #: seconds is presumed orphaned (its process died) and may be claimed by another.
-CLAIM_TIMEOUT_S = 10.0
+#: Short on purpose: every run waiting on an orphaned row stalls this long after a
+#: crash, while taking over a row from a relay that is merely slow costs only a
+#: duplicate publish of the same event, which inboxes (and NATS's dedup) absorb.
+CLAIM_TIMEOUT_S = 2.0
 
 
 class ParticipantStore(Protocol):
@@ -243,12 +246,19 @@ class OutboxRelay:
     :meth:`wake` after a commit; :meth:`start` also drains rows a crashed process
     left behind. :meth:`flush` returns once every row claimed so far is published.
     A publish that fails is retried with backoff; rows are never dropped.
+
+    An idle relay also looks at the outbox every ``poll_interval`` seconds: a relay
+    killed between claiming rows and publishing them leaves them claimed, and only
+    once that claim has expired may another relay take them -- which must then
+    happen even if nothing new is ever committed, or the runs waiting on those
+    events would stall for good.
     """
 
-    def __init__(self, store: ParticipantStore, bus: EventBus, *, batch: int = 64) -> None:
+    def __init__(self, store: ParticipantStore, bus: EventBus, *, batch: int = 64, poll_interval: float = 1.0) -> None:
         self.store = store
         self.bus = bus
         self.batch = batch
+        self.poll_interval = poll_interval
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -271,7 +281,11 @@ class OutboxRelay:
     async def _relay(self) -> None:
         delay = 0.05
         while True:
-            await self._wake.wait()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # (close()) that lands as the wake-up does, and the relay would never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while rows := await self.store.claim(self.owner, self.batch):

@@ -95,6 +95,9 @@ The connection is an ``aio_pika.connect_robust`` one: when the broker goes away,
 members' channels, queues, bindings, prefetch and consumers are restored once it is
 back, and they continue; messages that were unacked at the time are redelivered.
 aio-pika's URL options apply, e.g. ``?reconnect_interval=1`` (default 5 seconds).
+So do this bus's own options (see :meth:`RabbitMQBus.from_url`), e.g.
+``?exchange=shop&queue_prefix=shop.``, which is how ``coordinator worker --bus URL``
+gives a deployment (or a test) names of its own.
 A publish made while it is down waits up to 10 s for the connection to come back
 (nothing was sent, so waiting cannot duplicate), then raises
 :class:`~coordinator.errors.BusError`; it may be retried (handlers are idempotent).
@@ -115,7 +118,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -395,8 +398,24 @@ class RabbitMQBus:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RabbitMQBus:
-        """``RabbitMQBus(url, **options)``: the factory :func:`bus.open_bus` calls."""
-        return cls(url, **options)
+        """The bus for ``url``: the factory :func:`bus.open_bus` calls.
+
+        The URL's query may set this bus's options, so that a command line (``coordinator
+        worker --bus URL``) can give each deployment or test its own names::
+
+            amqp://guest:guest@127.0.0.1:5672/?exchange=shop&queue_prefix=shop.&max_deliveries=8
+
+        Recognised: ``exchange``, ``queue_prefix``, ``max_deliveries``,
+        ``redelivery_delay``, ``prefetch``, ``close_timeout``. They are removed from
+        the URL; the other query parameters stay for aio-pika (``heartbeat``,
+        ``reconnect_interval``, ...). Keyword ``options`` win over the URL's. Raises
+        :class:`BusError` for a value of the wrong type or out of range.
+        """
+        url, from_query = _bus_options_from_query(url)
+        try:
+            return cls(url, **{**from_query, **options})
+        except ValueError as exc:
+            raise BusError(f"invalid RabbitMQ bus option: {exc}") from exc
 
     async def __aenter__(self) -> RabbitMQBus:
         return self
@@ -926,6 +945,36 @@ class RabbitMQBus:
             raise BusError(
                 f"RabbitMQ bus could not {action}: {type(exc).__name__}: {reason} (broker {self._where}); {_hint(exc)}"
             ) from exc
+
+
+# Options RabbitMQBus.from_url reads from the URL's query, with their types.
+_URL_OPTIONS: Final[dict[str, type]] = {
+    "exchange": str,
+    "queue_prefix": str,
+    "max_deliveries": int,
+    "redelivery_delay": float,
+    "prefetch": int,
+    "close_timeout": float,
+}
+
+
+def _bus_options_from_query(url: str) -> tuple[str, dict[str, Any]]:
+    """Split ``url`` into the URL without this bus's query options, and those options."""
+    parts = urlsplit(url)
+    kept: list[tuple[str, str]] = []
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        kind = _URL_OPTIONS.get(key)
+        if kind is None:
+            kept.append((key, value))
+            continue
+        try:
+            options[key] = kind(value)
+        except ValueError:
+            raise BusError(
+                f"bus URL option {key}={value!r} is not {'an integer' if kind is int else 'a number'}"
+            ) from None
+    return urlunsplit(parts._replace(query=urlencode(kept))), options
 
 
 # Everything aio-pika, aiormq, pamqp or the socket layer raise for a broker problem.
