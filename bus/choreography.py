@@ -290,7 +290,13 @@ class Choreography:
             report = await self.runner.compensate(
                 nxt.step, workflow_id=event.subject, result=data["results"][nxt.step.name]
             )
-            return self.saga.compensated(nxt.step, report, cause=event)
+            emitted = self.saga.compensated(nxt.step, report, cause=event)
+            if self._consequence(event, besides=emitted.id) is not None:
+                # The deadline declared this undo failed while we were doing it, and the
+                # run has moved on: a second, competing event would fork the chain.
+                log.warning("undo of %s for %s finished after its deadline", nxt.step.name, event.subject)
+                return None
+            return emitted
         return self.saga.finished(cause=event)
 
     # -- deadlines -------------------------------------------------------------------

@@ -603,6 +603,7 @@ app.command("reject")(
 def worker(
     participant: Annotated[str, typer.Argument(help="inventory, payment, shipping, owner or projection")],
     bus: BusOption = "amqp://guest:guest@127.0.0.1:5672/",
+    seed: SeedOption = 0,
     services: ServicesOption = None,
     workflow: WorkflowOption = DEFAULT_APP,
     param: ParamOption = None,
@@ -623,6 +624,7 @@ def worker(
     options = SessionOptions(
         mode="choreography",
         workflow=workflow,
+        seed=seed,
         services=services,
         bus=bus,
         parameters=parse_parameters(param),

@@ -124,7 +124,11 @@ class EventFactory:
         """A new event of ``type`` about workflow ``subject``, caused by ``cause``."""
         cause_id = cause.id if cause is not None else ""
         event_id = str(uuid.uuid5(_NAMESPACE, f"{self.seed}|{subject}|{type}|{cause_id}"))
-        trace_id = hashlib.sha256(f"{self.seed}|{subject}".encode()).hexdigest()[:32]
+        if cause is not None:
+            # One trace per run, whichever process emits: the cause's trace goes on.
+            trace_id = cause.traceparent.split("-")[1]
+        else:
+            trace_id = hashlib.sha256(f"{self.seed}|{subject}".encode()).hexdigest()[:32]
         span_id = event_id.replace("-", "")[:16]
         return Event(
             id=event_id,
