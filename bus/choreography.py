@@ -242,10 +242,23 @@ class Choreography:
 
     def _handler(self, group: str, table: Mapping[str, NextAction]) -> Any:
         inbox = Inbox()
+        in_hand: set[str] = set()
         store = self.store
 
         async def handle(event: Event) -> None:
-            if event.id in inbox or (store is not None and await store.handled(group, event.id)):
+            if event.id in inbox or event.id in in_hand:
+                # Handled, or being handled right now by this process: a duplicate
+                # delivery. (If the copy in hand fails, the bus redelivers it.)
+                return
+            in_hand.add(event.id)
+            try:
+                await handle_once(event)
+            finally:
+                in_hand.discard(event.id)
+
+        async def handle_once(event: Event) -> None:
+            if store is not None and await store.handled(group, event.id):
+                inbox.add(event.id)
                 return
             # A consequence already in the log (our own before a crash, a concurrent
             # duplicate's, or the deadline's failure of this step) is announced again

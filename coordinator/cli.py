@@ -651,6 +651,37 @@ async def _work(options: SessionOptions) -> None:
     console.print(f"worker {participants} stopped")
 
 
+@app.command()
+def compare(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON-lines file of workflow inputs")],
+    orders: Annotated[int | None, typer.Option(help="cycle the inputs to N runs")] = None,
+    faults: Annotated[str, typer.Option(help="fault plan: a preset (none, standard, outage) or a spec")] = "standard",
+    bus: Annotated[str | None, typer.Option("--bus", help="choreography bus URL (default: in memory)")] = None,
+    report: Annotated[Path | None, typer.Option(help="write report.md/.html/.json and SVG charts here")] = None,
+    workflow: WorkflowOption = DEFAULT_APP,
+    concurrency: ConcurrencyOption = 16,
+    deadline: Annotated[float, typer.Option(help="choreography run deadline, seconds")] = 1.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Run the same workload in both modes, with faults, and print the trade-offs measured."""
+    from coordinator.compare import run_compare_command
+
+    raise typer.Exit(
+        run_compare_command(
+            file,
+            orders=orders,
+            faults=faults,
+            bus=bus,
+            json_output=json_output,
+            report=report,
+            workflow=workflow,
+            concurrency=concurrency,
+            deadline=deadline,
+            console=console,
+        )
+    )
+
+
 @app.command("dead-letters")
 def dead_letters(
     bus: BusOption = "amqp://guest:guest@127.0.0.1:5672/",
