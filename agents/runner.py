@@ -111,13 +111,37 @@ class StepRunner:
         a reason naming what went wrong.
         """
         timeout = self.settings.step_timeout
+        in_flight: dict[str, Any] = {}
         try:
             async with asyncio.timeout(timeout):
-                return await self._perform(step, workflow_id=workflow_id, input=input, results=results)
+                return await self._perform(
+                    step, workflow_id=workflow_id, input=input, results=results, in_flight=in_flight
+                )
         except TimeoutError:
-            # The tool call in flight, if any, was cancelled; its idempotency key means
-            # a later retry of the same step (a resume) cannot repeat its effect.
-            return StepReport(ok=False, reason=f"step {step.name!r} took longer than its timeout of {timeout:g}s")
+            reason = f"step {step.name!r} took longer than its timeout of {timeout:g}s"
+            if not in_flight:
+                return StepReport(ok=False, reason=reason)
+            return await self._settle_timed_out_call(step, reason, in_flight, timeout)
+
+    async def _settle_timed_out_call(
+        self, step: Step, reason: str, in_flight: Mapping[str, Any], timeout: float | None
+    ) -> StepReport:
+        """A step timed out while its tool call was in flight: the effect may or may
+        not have happened. Ask once more with the same idempotency key (a service that
+        did it answers with the first result, without doing it again); if it did
+        happen, undo it now, since the failed step is not in the saga's undo chain."""
+        tool, arguments, context = in_flight["tool"], in_flight["arguments"], in_flight["context"]
+        try:
+            async with asyncio.timeout(timeout):
+                replay = await self._call_tool(tool, arguments, context, Backoff(max_attempts=1))
+        except TimeoutError:
+            return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)
+        if not replay.ok or replay.result is None:
+            return StepReport(ok=False, reason=reason)
+        undo = await self.compensate(step, workflow_id=context.workflow_id, result=replay.result)
+        if not undo.ok:
+            return StepReport(ok=False, reason=f"{reason}; its late effect could not be undone: {undo.reason}")
+        return StepReport(ok=False, reason=f"{reason}; its late effect was undone")
 
     async def _perform(
         self,
@@ -126,6 +150,7 @@ class StepRunner:
         workflow_id: str,
         input: Mapping[str, Any],
         results: Mapping[str, Mapping[str, Any]],
+        in_flight: dict[str, Any],
     ) -> StepReport:
         agent = self.agents[step.agent]
         tool = agent.tool(step.action)
@@ -167,6 +192,7 @@ class StepRunner:
             reason = f"model of agent {agent.name!r} misbehaved {len(rejections)} times: {rejections[-1]}"
             return StepReport(ok=False, reason=reason, usage=usage, rejections=tuple(rejections))
         context = ToolCallContext(workflow_id, step.name, step.action)
+        in_flight.update(tool=tool, arguments=arguments, context=context)  # for a timeout to settle
         report = await self._call_tool(tool, arguments, context, self.settings.tool_retries)
         return StepReport(
             ok=report.ok,

@@ -64,6 +64,9 @@ class StepReport:
     reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     rejections: tuple[str, ...] = ()
+    #: A failure after which the step's own effect may exist and could not be
+    #: checked (a timed-out call): the run ends ``needs_attention``, not compensated.
+    uncertain: bool = False
 
 
 class Saga:
@@ -180,6 +183,11 @@ class Saga:
         else:
             data["reason"] = report.reason
             data["failure"] = {"step": step.name, "reason": report.reason}
+            if report.uncertain:
+                data["compensation_failures"] = [
+                    *data.get("compensation_failures", []),
+                    {"step": step.name, "reason": "its effect may have happened and could not be checked"},
+                ]
             event_type = step.events.failed
         return self.factory.event(
             event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause

@@ -7,6 +7,7 @@ idempotency key, runs to the same outcome under orchestration and choreography.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -219,3 +220,37 @@ async def test_an_undo_that_never_works_ends_needs_attention_with_the_reason(mod
     )
     assert [e.type for e in result.events][-2:] == ["FlightCancelledFailed", "TripCancelled"]
     assert len(ledger.live()) == 1  # the flight is still booked: that is what needs a person
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_step_that_times_out_after_its_effect_has_that_effect_undone(mode: str) -> None:
+    # The hotel is booked, then the answer is slow: the step times out. Asking again
+    # with the same idempotency key returns the booking at once, so it is undone.
+    ledger = Ledger()
+    agents = travel_agents(ledger)
+    slow_once: set[str] = set()
+
+    async def slow_hotel(trip_id: str, city: str, nights: int, config: RunnableConfig) -> dict[str, Any]:
+        key = tool_call_context(config).idempotency_key
+        booking = ledger.book(key, "hotel", city=city, nights=nights)
+        if key not in slow_once:
+            slow_once.add(key)
+            await asyncio.Event().wait()  # never answers: the step's timeout ends it
+        return booking
+
+    hotelier = agents[1].model_copy(
+        update={
+            "tools": [
+                StructuredTool.from_function(
+                    coroutine=slow_hotel, name="book_hotel", description="book", args_schema=HotelArgs
+                ),
+                agents[1].tools[1],
+            ]
+        }
+    )
+    settings = RunSettings(step_timeout=0.2)
+    trip = {"trip_id": "t-7", "route": "LIS-OSL", "city": "Oslo", "nights": 2}
+    result = await arun_workflow(TRAVEL, trip, agents=[agents[0], hotelier], mode=mode, settings=settings)
+    assert result.status is WorkflowStatus.COMPENSATED
+    assert result.reason is not None and result.reason.endswith("; its late effect was undone")
+    assert ledger.live() == []  # the flight was cancelled by the saga, the late hotel by the runner
