@@ -124,7 +124,7 @@ class StepRunner:
             return await self._settle_timed_out_call(step, reason, in_flight, timeout)
 
     async def _settle_timed_out_call(
-        self, step: Step, reason: str, in_flight: Mapping[str, Any], timeout: float | None
+        self, step: Step, reason: str, in_flight: Mapping[str, Any], budget: float | None
     ) -> StepReport:
         """A step timed out while its tool call was in flight: the effect may or may
         not have happened. Ask once more with the same idempotency key (a service that
@@ -132,7 +132,7 @@ class StepRunner:
         happen, undo it now, since the failed step is not in the saga's undo chain."""
         tool, arguments, context = in_flight["tool"], in_flight["arguments"], in_flight["context"]
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(budget):
                 replay = await self._call_tool(tool, arguments, context, Backoff(max_attempts=1))
         except TimeoutError:
             return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)

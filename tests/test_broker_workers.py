@@ -224,7 +224,8 @@ class Cluster:
 
     async def kill(self, slot: str) -> None:
         worker = self.workers.pop(slot)
-        worker.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited between choice and kill
+            worker.proc.send_signal(signal.SIGKILL)
         await worker.proc.wait()
 
     async def close(self) -> None:
