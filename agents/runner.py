@@ -137,6 +137,10 @@ class StepRunner:
         except TimeoutError:
             return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)
         if not replay.ok or replay.result is None:
+            # A refusal means the effect did not happen; a call that still cannot get
+            # through leaves it unknown.
+            if replay.uncertain:
+                return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)
             return StepReport(ok=False, reason=reason)
         undo = await self.compensate(step, workflow_id=context.workflow_id, result=replay.result)
         if not undo.ok:
@@ -341,6 +345,7 @@ class StepRunner:
             ok=False,
             reason=f"gave up after {calls} attempts of `{tool.name}`, last: {reason}",
             usage=Usage(tool_calls=calls),
+            uncertain=True,  # only a timed-out step's settling reads this
         )
 
 
