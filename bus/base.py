@@ -70,11 +70,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 from coordinator.events import Event
 
-__all__ = ["BusStats", "DeadLetter", "EventBus", "Handler", "Subscription"]
+__all__ = ["BusStats", "ClosesOnExit", "DeadLetter", "EventBus", "Handler", "Subscription"]
 
 Handler = Callable[[Event], Awaitable[None]]
 """An event handler: returns to ack, raises to nack (the event is redelivered)."""
@@ -202,3 +203,18 @@ class EventBus(Protocol):
     def stats(self) -> BusStats:
         """A snapshot of this bus's counters (a copy; later traffic does not change it)."""
         ...
+
+
+class ClosesOnExit:
+    """Mixin for backends: ``async with bus:`` closes the bus on leaving the block."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

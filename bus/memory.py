@@ -16,10 +16,9 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Collection
-from types import TracebackType
 from typing import Any
 
-from bus.base import BusStats, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -159,7 +158,7 @@ class _GroupMember:
                 busy.discard(me)
 
 
-class InMemoryBus:
+class InMemoryBus(ClosesOnExit):
     """An :class:`~bus.base.EventBus` in the memory of one event loop.
 
     * ``max_deliveries`` -- deliveries of one event to one group before it is
@@ -201,14 +200,6 @@ class InMemoryBus:
         self._progress = asyncio.Event()
         self._closed = False
         self._close_finished = asyncio.Event()
-
-    async def __aenter__(self) -> InMemoryBus:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- the EventBus protocol -------------------------------------------------------
 

@@ -122,7 +122,6 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Collection, Mapping
-from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
@@ -135,7 +134,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from bus.base import BusStats, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -216,7 +215,7 @@ class _Connection:
     layout: Layout
 
 
-class JetStreamBus:
+class JetStreamBus(ClosesOnExit):
     """An :class:`~bus.base.EventBus` on NATS JetStream (see the module docstring for
     the layout on the server and the delivery, dead-letter and replay design).
 
@@ -319,14 +318,6 @@ class JetStreamBus:
             return cls(urlunsplit(parts._replace(query="")), **{**from_query, **options})
         except ValueError as exc:
             raise BusError(f"invalid NATS bus option: {exc}") from exc
-
-    async def __aenter__(self) -> JetStreamBus:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- the EventBus protocol -------------------------------------------------------
 

@@ -116,7 +116,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -135,7 +134,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
-from bus.base import BusStats, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -312,7 +311,7 @@ class _Member:
                 self._busy.discard(me)
 
 
-class RabbitMQBus:
+class RabbitMQBus(ClosesOnExit):
     """An :class:`~bus.base.EventBus` on a RabbitMQ broker (see the module docstring
     for the topology, redelivery, dead letters and the unroutable-publish rule).
 
@@ -416,14 +415,6 @@ class RabbitMQBus:
             return cls(url, **{**from_query, **options})
         except ValueError as exc:
             raise BusError(f"invalid RabbitMQ bus option: {exc}") from exc
-
-    async def __aenter__(self) -> RabbitMQBus:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- the EventBus protocol -------------------------------------------------------
 
