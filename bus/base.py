@@ -73,9 +73,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from coordinator.errors import BusClosed
 from coordinator.events import Event
 
-__all__ = ["BusStats", "ClosesOnExit", "DeadLetter", "EventBus", "Handler", "Subscription"]
+__all__ = ["BusStats", "ClosesOnExit", "DeadLetter", "EventBus", "Handler", "Subscription", "subscription_types"]
 
 Handler = Callable[[Event], Awaitable[None]]
 """An event handler: returns to ack, raises to nack (the event is redelivered)."""
@@ -218,3 +219,23 @@ class ClosesOnExit:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def subscription_types(group: str, types: Collection[str], concurrency: int, *, closed: bool) -> set[str]:
+    """Check ``subscribe``'s arguments as the contract states and return the types
+    as a set: BusClosed after close, TypeError for a single string, ValueError for an
+    empty group, no types, an empty or non-string type, or ``concurrency < 1``."""
+    if closed:
+        raise BusClosed(f"cannot subscribe group {group!r}: the bus is closed")
+    if isinstance(types, str):
+        raise TypeError(f"types must be a collection of event type names, not the string {types!r}: pass [{types!r}]")
+    wanted = set(types)
+    if not group:
+        raise ValueError("group must be a non-empty name")
+    if not wanted:
+        raise ValueError(f"subscribe group {group!r} to at least one event type")
+    if not all(isinstance(t, str) and t for t in wanted):
+        raise ValueError(f"event types must be non-empty strings (got {sorted(map(repr, wanted))})")
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1 (got {concurrency}) for group {group!r}")
+    return wanted

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -231,19 +231,7 @@ class InMemoryBus(ClosesOnExit):
         concurrency: int = 1,
     ) -> Subscription:
         """Join ``group`` as a member handling ``types`` (see :meth:`bus.base.EventBus.subscribe`)."""
-        if self._closed:
-            raise BusClosed(f"cannot subscribe group {group!r}: the bus is closed")
-        if isinstance(types, str):
-            raise TypeError(
-                f"types must be a collection of event type names, not the string {types!r}: pass [{types!r}]"
-            )
-        wanted = set(types)
-        if not group:
-            raise ValueError("group must be a non-empty name")
-        if not wanted:
-            raise ValueError(f"subscribe group {group!r} to at least one event type")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1 (got {concurrency}) for group {group!r}")
+        wanted = subscription_types(group, types, concurrency, closed=self._closed)
         target = self._groups.get(group)
         if target is None:
             target = self._groups[group] = _Group(group, self._progress)

@@ -134,7 +134,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -356,21 +356,7 @@ class JetStreamBus(ClosesOnExit):
     ) -> Subscription:
         """Bind ``group`` to ``types`` on the server, then start a member pulling from
         the group's consumers (see :meth:`bus.base.EventBus.subscribe`)."""
-        if self._closed:
-            raise BusClosed(f"cannot subscribe group {group!r}: the bus is closed")
-        if isinstance(types, str):
-            raise TypeError(
-                f"types must be a collection of event type names, not the string {types!r}: pass [{types!r}]"
-            )
-        wanted = set(types)
-        if not group:
-            raise ValueError("group must be a non-empty name")
-        if not wanted:
-            raise ValueError(f"subscribe group {group!r} to at least one event type")
-        if not all(isinstance(t, str) and t for t in wanted):
-            raise ValueError(f"event types must be non-empty strings (got {sorted(map(repr, wanted))})")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1 (got {concurrency}) for group {group!r}")
+        wanted = subscription_types(group, types, concurrency, closed=self._closed)
         conn = await self._connection()
         subjects = {self._event_subject(t) for t in wanted} | {self._replay_subject(group)}
         consumers = await self._bind(conn, group, subjects)

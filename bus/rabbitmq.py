@@ -134,7 +134,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription
+from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import Event, parse_event
 
@@ -481,21 +481,9 @@ class RabbitMQBus(ClosesOnExit):
         Raises ``ValueError`` also for the reserved group name ``dead-letters`` and for
         types containing the topic wildcards ``*`` or ``#``.
         """
-        if self._closed:
-            raise BusClosed(f"cannot subscribe group {group!r}: the bus is closed")
-        if isinstance(types, str):
-            raise TypeError(
-                f"types must be a collection of event type names, not the string {types!r}: pass [{types!r}]"
-            )
-        wanted = set(types)
-        if not group:
-            raise ValueError("group must be a non-empty name")
+        wanted = subscription_types(group, types, concurrency, closed=self._closed)
         if group == _DEAD_LETTER_QUEUE:
             raise ValueError(f"{group!r} is reserved for the RabbitMQ bus's dead-letter queue; pick another group name")
-        if not wanted:
-            raise ValueError(f"subscribe group {group!r} to at least one event type")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1 (got {concurrency}) for group {group!r}")
         wildcards = sorted(t for t in wanted if "*" in t or "#" in t)
         if wildcards:
             raise ValueError(
