@@ -39,13 +39,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from coordinator.app import AppEnvironment, AppOptions, WorkflowApp, load_app
-from coordinator.errors import CoordinatorError, InvalidInput
+from coordinator.errors import CoordinatorError
 from coordinator.eventlog import SqliteEventLog, causal_order
 from coordinator.events import Clock, Event, LogicalClock, SystemClock
+from coordinator.inputs import InputProblem, read_inputs
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.run import MODES, Coordinator, open_coordinator
 from coordinator.settings import RunSettings
-from coordinator.workflow import Workflow
 
 __all__ = ["app", "read_inputs"]
 
@@ -63,54 +63,6 @@ errors = Console(stderr=True)
 def state_dir(explicit: Path | None) -> Path:
     """Where run state lives: ``--state-dir``, else ``$COORDINATOR_STATE_DIR``, else ``./.coordinator``."""
     return explicit or Path(os.environ.get("COORDINATOR_STATE_DIR", ".coordinator"))
-
-
-@dataclass(frozen=True)
-class InputProblem:
-    """One line of an input file that could not be used."""
-
-    line: int
-    message: str
-
-
-def read_inputs(
-    path: Path, workflow: Workflow, *, context: dict[str, Any] | None = None
-) -> tuple[list[BaseModel], list[InputProblem]]:
-    """Read a JSON-lines file: the valid inputs, and one problem per invalid field.
-
-    Inputs are validated with :meth:`Workflow.validate_input` (``context`` goes to
-    the validators, e.g. the known SKUs). Blank lines and lines starting with ``#``
-    are skipped. A line whose workflow id repeats an earlier line's is a problem too:
-    two runs cannot share an id.
-    """
-    inputs: list[BaseModel] = []
-    problems: list[InputProblem] = []
-    first_line: dict[str, int] = {}
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            problems.append(InputProblem(number, f"not valid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        try:
-            item = workflow.validate_input(raw, context=context)
-        except InvalidInput as exc:
-            problems += [InputProblem(number, f"field `{field}`: {message}") for field, message in exc.errors]
-            continue
-        workflow_id = workflow.workflow_id(item)
-        if workflow_id in first_line:
-            problems.append(
-                InputProblem(
-                    number,
-                    f"field `{workflow.id_field}`: {workflow_id!r} was already used on line {first_line[workflow_id]}",
-                )
-            )
-            continue
-        first_line[workflow_id] = number
-        inputs.append(item)
-    return inputs, problems
 
 
 # -- options shared by the commands that run workflows ---------------------------------

@@ -53,7 +53,7 @@ from tests.test_sandbox_server import Served, served
 from tools.sandbox import RemoteSandboxState
 from tools.sandbox.scenario import default_catalogue
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = ("inventory", "payment", "shipping")

@@ -31,6 +31,8 @@ from tests.test_orders_e2e import EXPECTED, example_orders
 from tests.test_sandbox_server import served
 from tools.sandbox import RemoteSandboxState
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
 ORDERS = 64
