@@ -28,6 +28,7 @@ emission is recognised downstream too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -38,11 +39,11 @@ from pydantic import BaseModel
 
 from agents.runner import StepRunner
 from bus.base import EventBus, Subscription
-from bus.outbox import OutboxRelay, ParticipantStore
+from bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
 from coordinator.errors import CoordinatorError
 from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
 from coordinator.events import Event
-from coordinator.results import WorkflowResult
+from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.saga import Action, NextAction, Saga, StepReport
 
 __all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
@@ -153,10 +154,12 @@ class Choreography:
       commits "trigger handled" and its emitted event in one local transaction and
       a relay publishes the event (outbox + inbox, see :mod:`bus.outbox`); without
       it, a bounded in-memory inbox and a direct publish (one process, tests);
-    * ``deadline`` -- seconds a run may take in all. The owner (the process that
-      started the run) then fails whatever step the run is stuck in, so the
-      completed steps compensate themselves by events, instead of the run stalling
-      silently behind a dead participant;
+    * ``deadline`` -- seconds a run may go without ending. The owner then fails
+      whatever step the run is stuck in, so the completed steps compensate
+      themselves by events, instead of the run stalling silently behind a dead
+      participant; a run still stuck a ``deadline`` later is failed one step further.
+      Deadlines live in the participant store when there is one, so any process
+      hosting the owner on that store takes over those of an owner that died;
     * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause.
 
     The event log doubles as the shared record of what happened: a participant
@@ -197,10 +200,10 @@ class Choreography:
         self.store = store
         self.relay = OutboxRelay(store, bus) if store is not None else None
         self.deadline = deadline
+        self.deadlines: Deadlines = store if store is not None else MemoryDeadlines()
         self.projection = StatusProjection(saga)
         self._subscriptions: list[Subscription] = []
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._expiring: set[asyncio.Task[Event | None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     def group(self, participant: str) -> str:
         """The consumer group a participant subscribes under."""
@@ -224,14 +227,27 @@ class Choreography:
             self._subscriptions.append(
                 await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self.projection.record)
             )
+        if self.deadline is not None and OWNER in self.participants:
+            self._sweeper = asyncio.create_task(self._sweep_deadlines(self.deadline), name="deadline sweeper")
 
     async def publish(self, event: Event, *, run_id: str | None = None) -> None:
-        """Log then publish: the log is the trace, the bus is the delivery.
+        """Log then announce: the log is the record, the bus is the delivery.
 
         Only a start event names its run; the others join their cause's run.
         """
         self.event_log.append([event], run_id=run_id)
-        await self.bus.publish(event)
+        await self._announce(event)
+
+    async def _announce(self, event: Event) -> None:
+        """Put ``event`` on the bus: through the outbox when there is a store (a broker
+        that is down delays it; the relay publishes it once the broker is back),
+        straight to the bus otherwise."""
+        if self.store is None:
+            await self.bus.publish(event)
+            return
+        await self.store.enqueue([event])
+        assert self.relay is not None
+        self.relay.wake()
 
     def _consequence(self, trigger: Event, *, besides: str | None = None) -> Event | None:
         """An event already in the log that ``trigger`` caused (other than ``besides``)."""
@@ -314,17 +330,31 @@ class Choreography:
 
     # -- deadlines -------------------------------------------------------------------
 
-    def _watch(self, workflow_id: str) -> None:
-        if self.deadline is None or workflow_id in self._timers:
-            return
-        loop = asyncio.get_running_loop()
-        self._timers[workflow_id] = loop.call_later(self.deadline, self._on_deadline, workflow_id)
+    async def _watch(self, workflow_id: str, *, fresh: bool = False) -> None:
+        """Give ``workflow_id`` its deadline (a ``fresh`` one replaces any it had)."""
+        if self.deadline is not None:
+            await self.deadlines.arm_deadline(workflow_id, time.time() + self.deadline, replace=fresh)
 
-    def _on_deadline(self, workflow_id: str) -> None:
-        self._timers.pop(workflow_id, None)
-        task = asyncio.get_running_loop().create_task(self.expire(workflow_id))
-        self._expiring.add(task)
-        task.add_done_callback(self._expiring.discard)
+    async def _unwatch(self, workflow_id: str, result: WorkflowResult) -> WorkflowResult:
+        if self.deadline is not None and (result.status.ended or result.status is WorkflowStatus.AWAITING_APPROVAL):
+            await self.deadlines.disarm_deadline(workflow_id)
+        return result
+
+    async def _sweep_deadlines(self, deadline: float) -> None:
+        """The owner's timer: fail the runs whose deadline passed, wherever they were
+        started (deadlines in a shared store are every owner's)."""
+        interval = min(1.0, max(0.02, deadline / 10))
+        while True:
+            await asyncio.sleep(interval)  # a timer's tick, not a wait for a condition
+            try:
+                now = time.time()
+                for workflow_id in await self.deadlines.claim_due_deadlines(now, extend_to=now + deadline):
+                    if await self.expire(workflow_id) is None:
+                        await self.deadlines.disarm_deadline(workflow_id)  # ended, or waits for a person
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a store or broker hiccup: the deadlines stay due
+                log.warning("deadline sweep failed (retrying): %s", exc)
 
     async def expire(self, workflow_id: str) -> Event | None:
         """Fail whatever ``workflow_id`` is stuck in, as its deadline passed.
@@ -362,17 +392,23 @@ class Choreography:
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
         waiter = self.projection.expect(workflow_id)
+        await self._watch(workflow_id)
         await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
-        self._watch(workflow_id)
         events = await self._wait(workflow_id, waiter)
-        return self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
+        return await self._unwatch(
+            workflow_id, self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
+        )
 
     async def resume(self, workflow_id: str) -> WorkflowResult:
-        """Wait for a run that is under way (its events are on the bus) to end.
+        """Carry on a run that is not over, until it ends or pauses.
 
-        In choreography nobody holds a run's state; a run goes on as long as its
-        events are in the broker and participants are up. Raises CoordinatorError
-        when nothing is known of ``workflow_id``.
+        Nobody holds a choreographed run's state, and whoever was to act next may have
+        lost its event (an in-memory bus dies with its process; a participant may have
+        crashed before it acted). So the run's latest logged event is announced again:
+        its id is the same, so a participant that handled it already ignores it (its
+        inbox, the record of its consequence) and one that did not acts on it, with
+        the same idempotency keys. The run gets a fresh deadline. Raises
+        CoordinatorError when nothing is known of ``workflow_id``.
         """
         await self.start()
         known = self.event_log.events(workflow_id)
@@ -382,8 +418,12 @@ class Choreography:
         if self.saga.is_terminal(last.type) or self.saga.is_pause(last.type):
             return self.saga.result(workflow_id, known, mode=self.mode)
         started = time.perf_counter()
-        events = await self._wait(workflow_id, self.projection.expect(workflow_id))
-        return self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        waiter = self.projection.expect(workflow_id)
+        await self._watch(workflow_id, fresh=True)
+        await self._announce(last)
+        events = await self._wait(workflow_id, waiter)
+        result = self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        return await self._unwatch(workflow_id, result)
 
     async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
         """Publish a person's decision on ``workflow_id``'s pending approval and wait
@@ -403,9 +443,11 @@ class Choreography:
             note=str(decision.get("note") or ""),
             cause=requested,
         )
+        await self._watch(workflow_id, fresh=True)
         await self.publish(decided)
         events = await self._wait(workflow_id, waiter)
-        return self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        result = self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        return await self._unwatch(workflow_id, result)
 
     async def _wait(self, workflow_id: str, waiter: asyncio.Future[list[Event]]) -> list[Event]:
         if PROJECTION not in self.participants:
@@ -438,15 +480,16 @@ class Choreography:
 
     async def aclose(self) -> None:
         """Unsubscribe this process's participants, publish what the outbox holds,
-        stop deadline timers (the bus and the store are closed by their owners)."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        stop the deadline sweeper (the bus and the store are closed by their owners;
+        deadlines kept in a store stay for the next owner)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
-        if self._expiring:
-            await asyncio.gather(*self._expiring, return_exceptions=True)
         if self.relay is not None:
             await self.relay.close()
 

@@ -44,7 +44,15 @@ from bus.base import EventBus
 from coordinator.errors import BusError
 from coordinator.events import Event, parse_event
 
-__all__ = ["OutboxRelay", "ParticipantStore", "PostgresOutbox", "SqliteOutbox", "open_participant_store"]
+__all__ = [
+    "Deadlines",
+    "MemoryDeadlines",
+    "OutboxRelay",
+    "ParticipantStore",
+    "PostgresOutbox",
+    "SqliteOutbox",
+    "open_participant_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +74,70 @@ class ParticipantStore(Protocol):
       ``owner`` (rows another relay claimed more than the store's ``claim_timeout``
       ago are taken over: that relay presumably died): ``(row id, event)`` in
       commit order;
-    * ``published(row_ids)`` -- the broker confirmed them.
+    * ``published(row_ids)`` -- the broker confirmed them;
+    * ``enqueue(emitted)`` -- queue events for publishing with no trigger to mark
+      (a run's start event, a deadline's failure, an announcement made again), so a
+      broker outage delays them instead of failing the caller;
+    * deadlines (:class:`Deadlines`): the owner's timers, here so that they outlive
+      the process that set them and any owner process sharing the store takes over.
     """
 
     async def handled(self, group: str, event_id: str) -> bool: ...
 
     async def commit(self, group: str, event_id: str, emitted: Sequence[Event]) -> None: ...
 
+    async def enqueue(self, emitted: Sequence[Event]) -> None: ...
+
+    async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None: ...
+
+    async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]: ...
+
+    async def disarm_deadline(self, subject: str) -> None: ...
+
     async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]: ...
 
     async def published(self, row_ids: Sequence[int]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class Deadlines(Protocol):
+    """Each run's deadline: when its owner must fail whatever it is stuck in.
+
+    * ``arm_deadline(subject, due, replace=)`` -- set ``subject``'s deadline to the
+      wall-clock time ``due``; an existing one is kept unless ``replace``;
+    * ``claim_due_deadlines(now, extend_to=)`` -- the subjects whose deadline is at
+      or before ``now``, each moved to ``extend_to`` in the same atomic step, so that
+      of several owner processes sharing the store exactly one acts on a deadline,
+      and a run that is still stuck after it acted is due again later;
+    * ``disarm_deadline(subject)`` -- the run ended (or waits for a person).
+    """
+
+    async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None: ...
+
+    async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]: ...
+
+    async def disarm_deadline(self, subject: str) -> None: ...
+
+
+class MemoryDeadlines:
+    """Deadlines in this process only (choreography without a participant store)."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, float] = {}
+
+    async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
+        if replace or subject not in self._due:
+            self._due[subject] = due
+
+    async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]:
+        due = [subject for subject, at in self._due.items() if at <= now][:limit]
+        for subject in due:
+            self._due[subject] = extend_to
+        return due
+
+    async def disarm_deadline(self, subject: str) -> None:
+        self._due.pop(subject, None)
 
 
 class SqliteOutbox:
@@ -103,6 +163,8 @@ class SqliteOutbox:
                 claimed_by TEXT, claimed_at REAL, published_at REAL
             );
             CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
+            CREATE TABLE IF NOT EXISTS deadlines (subject TEXT PRIMARY KEY, due REAL NOT NULL);
+            CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (due);
             """
         )
 
@@ -127,6 +189,38 @@ class SqliteOutbox:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    async def enqueue(self, emitted: Sequence[Event]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO outbox (event_id, body) VALUES (?, ?)", [(e.id, e.to_json()) for e in emitted]
+            )
+
+    async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._lock:
+            self._db.execute(f"{verb} INTO deadlines (subject, due) VALUES (?, ?)", (subject, due))
+
+    async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                due = [
+                    row[0]
+                    for row in self._db.execute(
+                        "SELECT subject FROM deadlines WHERE due <= ? ORDER BY due LIMIT ?", (now, limit)
+                    ).fetchall()
+                ]
+                self._db.executemany("UPDATE deadlines SET due = ? WHERE subject = ?", [(extend_to, s) for s in due])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return due
+
+    async def disarm_deadline(self, subject: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM deadlines WHERE subject = ?", (subject,))
 
     async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]:
         now = time.time()
@@ -183,6 +277,10 @@ class PostgresOutbox:
                     "event_id TEXT NOT NULL, body TEXT NOT NULL, claimed_by TEXT, "
                     "claimed_at DOUBLE PRECISION, published_at DOUBLE PRECISION)"
                 )
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.prefix}deadlines (subject TEXT PRIMARY KEY, "
+                    "due DOUBLE PRECISION NOT NULL)"
+                )
         except Exception as exc:
             await self._pool.close()
             raise BusError(f"cannot open the PostgreSQL outbox: {exc}; check the URL and that the server runs") from exc
@@ -207,6 +305,35 @@ class PostgresOutbox:
                         f"INSERT INTO {self.prefix}outbox (event_id, body) VALUES (%s, %s)",
                         [(e.id, e.to_json()) for e in emitted],
                     )
+
+    async def enqueue(self, emitted: Sequence[Event]) -> None:
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {self.prefix}outbox (event_id, body) VALUES (%s, %s)",
+                [(e.id, e.to_json()) for e in emitted],
+            )
+
+    async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
+        conflict = "DO UPDATE SET due = EXCLUDED.due" if replace else "DO NOTHING"
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {self.prefix}deadlines (subject, due) VALUES (%s, %s) ON CONFLICT (subject) {conflict}",
+                (subject, due),
+            )
+
+    async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"UPDATE {self.prefix}deadlines SET due = %s WHERE subject IN ("
+                f"SELECT subject FROM {self.prefix}deadlines WHERE due <= %s ORDER BY due LIMIT %s "
+                "FOR UPDATE SKIP LOCKED) RETURNING subject",
+                (extend_to, now, limit),
+            )
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def disarm_deadline(self, subject: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(f"DELETE FROM {self.prefix}deadlines WHERE subject = %s", (subject,))
 
     async def claim(self, owner: str, limit: int) -> list[tuple[int, Event]]:
         now = time.time()

@@ -25,15 +25,17 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 from rich.tree import Tree
@@ -42,7 +44,16 @@ from coordinator.app import AppEnvironment, AppOptions, WorkflowApp, load_app
 from coordinator.errors import CoordinatorError
 from coordinator.eventlog import SqliteEventLog, causal_order
 from coordinator.events import Clock, Event, LogicalClock, SystemClock
-from coordinator.inputs import InputProblem, read_inputs
+from coordinator.inputs import DEFAULT_MAX_INPUT_BYTES, InputProblem, iter_inputs, read_inputs
+from coordinator.reporting import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_TROUBLE,
+    EXIT_UNUSABLE,
+    STATUS_STYLE,
+    RunReport,
+    most_severe,
+)
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.run import MODES, Coordinator, open_coordinator
 from coordinator.settings import RunSettings
@@ -53,6 +64,7 @@ DEFAULT_APP = "agents.orders:order_fulfilment_app"
 
 app = typer.Typer(
     help="Run business workflows carried out by tool-using LLM agents, orchestrated or choreographed.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
 )
@@ -117,6 +129,12 @@ ReplayOption = Annotated[
 ]
 
 
+class FailOn(StrEnum):
+    """Ended statuses a CI job may also treat as failure (``--fail-on``)."""
+
+    compensated = "compensated"
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """What it takes to build a coordinator from the command line."""
@@ -140,6 +158,7 @@ class SessionOptions:
     models: tuple[str, ...] = ()
     record: Path | None = None
     replay: Path | None = None
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
 
 @dataclass
@@ -244,12 +263,12 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
             event_log.begin_run(coordinator.run_id, workflow=workflow_app.workflow.name, mode=options.mode)
             yield Session(workflow_app, env, coordinator, event_log, options)
     except CoordinatorError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(str(exc), EXIT_UNUSABLE) from None
     finally:
         event_log.close()
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON-lines file of workflow inputs")],
     mode: ModeOption = "orchestration",
@@ -274,12 +293,19 @@ def run(
     model: ModelOption = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
+    fail_on: Annotated[
+        list[FailOn] | None,
+        typer.Option("--fail-on", help="also exit 3 when a run ends so (CI jobs that expect every run to complete)"),
+    ] = None,
+    max_input_bytes: Annotated[
+        int, typer.Option(min=1, help="refuse input lines larger than this (every event carries its run's input)")
+    ] = DEFAULT_MAX_INPUT_BYTES,
 ) -> None:
-    """Run every workflow input in FILE and report each outcome.
+    """Run every workflow input in FILE and report each outcome as it ends.
 
-    With durable state (the default in orchestration), an input whose workflow id
-    already ran is not run twice: an ended run is answered from its checkpoint, an
-    unfinished one is resumed.
+    A workflow id is a durable identity, in both modes: an input whose run the event
+    log shows ended is answered from the record (marked `recorded`; nothing runs
+    again), and one whose run did not end is carried on, not started twice.
     """
     options = SessionOptions(
         mode=mode,
@@ -298,9 +324,11 @@ def run(
         participants=_hosted(workers),
         outbox=outbox,
         deadline=deadline,
+        max_input_bytes=max_input_bytes,
         **_model_options(model, record, replay),
     )
-    raise typer.Exit(asyncio.run(_run(file, options, json_output)))
+    statuses = tuple(WorkflowStatus(f.value) for f in fail_on or ())
+    raise typer.Exit(asyncio.run(_run(file, options, json_output, statuses)))
 
 
 def _model_options(model: list[str] | None, record: Path | None, replay: Path | None) -> dict[str, Any]:
@@ -328,39 +356,76 @@ def _hosted(workers: str) -> tuple[str, ...] | None:
     raise fail(f"unknown --workers {workers!r}; choose in-process or external")
 
 
-async def _run(file: Path, options: SessionOptions, json_output: bool) -> int:
+async def _run(file: Path, options: SessionOptions, json_output: bool, fail_on: tuple[WorkflowStatus, ...]) -> int:
     async with open_session(options) as session:
-        inputs, problems = read_inputs(file, session.workflow_app.workflow, context=session.env.validation_context)
-        for problem in problems:
-            errors.print(f"[red]{file}:{problem.line}[/]: {problem.message}")
-        results = await _run_with_progress(session.coordinator, inputs, options.concurrency, quiet=json_output)
-        inconsistencies = await session.env.check(results) if session.env.check is not None else []
-        _report(results, session, json_output, problems)
-    for line in inconsistencies:
-        errors.print(f"[red]inconsistent:[/] {line}")
-    return 1 if problems or inconsistencies else 0
+        line_of: dict[str, int] = {}  # ids only: the table lists a chunk's runs in file order
+        report = RunReport(
+            console,
+            options.mode,
+            json_output=json_output,
+            fail_on=fail_on,
+            position=lambda result: line_of.get(result.workflow_id, 0),
+        )
+        workflow = session.workflow_app.workflow
+
+        def valid_inputs() -> Iterator[BaseModel]:
+            for entry in iter_inputs(
+                file, workflow, context=session.env.validation_context, max_bytes=options.max_input_bytes
+            ):
+                if isinstance(entry, InputProblem):
+                    report.input_problems += 1
+                    errors.print(f"[red]{escape(str(file))}:{entry.line}[/]: {escape(entry.message)}", highlight=False)
+                else:
+                    line_of[workflow.workflow_id(entry.item)] = entry.line
+                    yield entry.item
+
+        total = None if json_output else _count_lines(file)
+        results = session.coordinator.stream(valid_inputs(), concurrency=options.concurrency)
+        await _follow(results, report, session, total=total)
+        report.finish(log_hint=_log_hint(session))
+    return report.exit_code()
 
 
-def _report(
-    results: list[WorkflowResult], session: Session, json_output: bool, problems: list[InputProblem] | None = None
+def _count_lines(file: Path) -> int | None:
+    """Non-blank lines of ``file`` (for a progress bar), or None when it is small."""
+    with file.open("rb") as lines:
+        total = sum(1 for line in lines if line.strip())
+    return total if total >= 20 else None
+
+
+async def _follow(
+    results: AsyncIterator[WorkflowResult], report: RunReport, session: Session, *, total: int | None
 ) -> None:
-    if json_output:
-        for result in results:
-            console.print(json.dumps(_summary(result)), markup=False, highlight=False, soft_wrap=True)
-        return
-    _print_table(results, session.options.mode)
-    console.print(_summary_line(results, problems or []))
-    explain = next((r.workflow_id for r in results if r.reason), results[0].workflow_id if results else "ID")
+    """Report each result as it comes and check the services' state as runs end, in
+    chunks, so neither the results nor the checks grow with the batch."""
+    check = session.env.check
+    ended: list[WorkflowResult] = []
+
+    async def check_ended() -> None:
+        if check is not None and ended:
+            for line in await check(ended):
+                report.inconsistencies += 1
+                errors.print(f"[red]inconsistent:[/] {escape(line)}", highlight=False)
+        ended.clear()
+
+    with Progress(console=errors, transient=True, disable=total is None) as progress:
+        task = progress.add_task(session.options.mode, total=total)
+        async for result in results:
+            report.add(result)
+            progress.advance(task)
+            ended.append(result)
+            if len(ended) >= CHECK_CHUNK:
+                await check_ended()
+    await check_ended()
+
+
+#: Runs checked against the services' state at a time.
+CHECK_CHUNK = 500
+
+
+def _log_hint(session: Session) -> str:
     log_path = session.options.state_dir / "events.db"
-    console.print(
-        f"[dim]event log: {log_path} (run {session.coordinator.run_id}); explain one: coordinator trace {explain}[/]"
-    )
-    for result in results:
-        if result.status is WorkflowStatus.AWAITING_APPROVAL:
-            console.print(
-                f"[cyan]{result.workflow_id} waits for approval:[/] coordinator approve {result.workflow_id} --by NAME"
-                f" (or reject)"
-            )
+    return f"event log: {log_path} (run {session.coordinator.run_id})"
 
 
 def _status_of(event: Event, workflow_app: WorkflowApp | None = None) -> str:
@@ -431,7 +496,7 @@ def _session_options_for(workflow_id: str | None, directory: Path, **overrides: 
     return SessionOptions(mode=mode or "orchestration", state_dir=directory, **overrides)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def resume(
     workflow_ids: Annotated[
         list[str] | None, typer.Argument(help="runs to resume (default: every one in flight)")
@@ -448,7 +513,9 @@ def resume(
     json_output: JsonOption = False,
     state_directory: StateDirOption = None,
 ) -> None:
-    """Finish runs that a crash left in flight, from their last checkpoint (or events)."""
+    """Finish runs that a crash left in flight: the event log says which; each is
+    carried on from its last checkpoint (orchestration) or its latest event
+    (choreography) until it ends or waits for a person."""
     directory = state_dir(state_directory)
     log_path = directory / "events.db"
     if not log_path.exists():
@@ -457,15 +524,21 @@ def resume(
     event_log = SqliteEventLog(log_path)
     try:
         by_mode: dict[str, list[str]] = {}
+        known: set[str] = set()
         for subject, run_id, event in event_log.latest():
+            known.add(subject)
             wanted = workflow_ids is None and _status_of(event, workflow_app) == "in flight"
             if wanted or (workflow_ids is not None and subject in workflow_ids):
                 by_mode.setdefault(event_log.run_mode(run_id) or "orchestration", []).append(subject)
     finally:
         event_log.close()
+    unknown = [w for w in workflow_ids or () if w not in known]
+    for workflow_id in unknown:
+        errors.print(f"[red]cannot resume {escape(workflow_id)!r}:[/] no run of it in {log_path}", highlight=False)
     if not by_mode:
-        console.print("nothing in flight to resume")
-        return
+        if not unknown:
+            console.print("nothing in flight to resume")
+        raise typer.Exit(EXIT_TROUBLE if unknown else EXIT_OK)
     common = dict(
         workflow=workflow,
         services=services,
@@ -475,23 +548,24 @@ def resume(
         concurrency=concurrency,
         **_model_options(model, record, replay),
     )
-    code = 0
-    for mode, subjects in by_mode.items():
-        code |= asyncio.run(_resume(subjects, _session_options_for(None, directory, mode=mode, **common), json_output))
-    raise typer.Exit(code)
+    codes = [
+        asyncio.run(_resume(subjects, _session_options_for(None, directory, mode=mode, **common), json_output))
+        for mode, subjects in by_mode.items()
+    ]
+    if unknown:
+        codes.append(EXIT_TROUBLE)
+    raise typer.Exit(most_severe(codes))
 
 
 async def _resume(subjects: list[str], options: SessionOptions, json_output: bool) -> int:
     async with open_session(options) as session:
-        gate = asyncio.Semaphore(options.concurrency)
-
-        async def one(workflow_id: str) -> WorkflowResult:
-            async with gate:
-                return await session.coordinator.resume(workflow_id)
-
-        results = list(await asyncio.gather(*(one(s) for s in subjects)))
-        _report(results, session, json_output)
-    return 0
+        report = RunReport(console, options.mode, json_output=json_output)
+        results = session.coordinator.resume_stream(subjects, concurrency=options.concurrency)
+        await _follow(
+            results, report, session, total=len(subjects) if len(subjects) >= 20 and not json_output else None
+        )
+        report.finish(log_hint=_log_hint(session))
+    return report.exit_code()
 
 
 def _decide(
@@ -499,14 +573,20 @@ def _decide(
 ) -> None:
     options = _session_options_for(workflow_id, directory, **overrides)
 
-    async def act() -> None:
+    async def act() -> int:
         async with open_session(options) as session:
             coordinator = session.coordinator
             decide = coordinator.approve if approved else coordinator.reject
-            result = await decide(workflow_id, by=by, note=note)
-            _report([result], session, json_output)
+            try:
+                result = await decide(workflow_id, by=by, note=note)
+            except CoordinatorError as exc:
+                raise fail(str(exc), EXIT_TROUBLE) from None
+            report = RunReport(console, options.mode, json_output=json_output)
+            report.add(result)
+            report.finish(log_hint=_log_hint(session))
+        return report.exit_code()
 
-    asyncio.run(act())
+    raise typer.Exit(asyncio.run(act()))
 
 
 NoteOption = Annotated[str, typer.Option(help="why, for the record")]
@@ -545,8 +625,10 @@ def _decision_command(approved: bool, summary: str) -> Any:
     return command
 
 
-app.command("approve")(_decision_command(True, "Approve the step WORKFLOW_ID waits on; the run carries on to its end."))
-app.command("reject")(
+app.command("approve", epilog=EXIT_CODES_HELP)(
+    _decision_command(True, "Approve the step WORKFLOW_ID waits on; the run carries on to its end.")
+)
+app.command("reject", epilog=EXIT_CODES_HELP)(
     _decision_command(False, "Reject the step WORKFLOW_ID waits on: it fails and the completed steps are undone.")
 )
 
@@ -739,84 +821,6 @@ def reset(
         path.unlink() if path.is_file() else path.rmdir()
     directory.rmdir()
     console.print(f"deleted {directory}")
-
-
-async def _run_with_progress(
-    coordinator: Coordinator, inputs: list[BaseModel], concurrency: int, *, quiet: bool
-) -> list[WorkflowResult]:
-    if quiet or len(inputs) < 20:
-        return await coordinator.run_many(inputs, concurrency=concurrency)
-    with Progress(console=errors, transient=True) as progress:
-        task = progress.add_task(f"{coordinator.mode}", total=len(inputs))
-
-        def advance(_: WorkflowResult) -> None:
-            progress.advance(task)
-
-        return await coordinator.run_many(inputs, concurrency=concurrency, on_result=advance)
-
-
-def _summary(result: WorkflowResult) -> dict[str, Any]:
-    usage = result.usage
-    return {
-        "workflow_id": result.workflow_id,
-        "mode": result.mode,
-        "status": result.status.value,
-        "reason": result.reason,
-        "steps_done": result.steps_done,
-        "steps_compensated": result.steps_compensated,
-        "model_calls": usage.model_calls,
-        "tool_calls": usage.tool_calls,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "ms": round(result.duration_ms, 1),
-    }
-
-
-STATUS_STYLE = {
-    WorkflowStatus.COMPLETED: "green",
-    WorkflowStatus.COMPENSATED: "yellow",
-    WorkflowStatus.NEEDS_ATTENTION: "bold red",
-    WorkflowStatus.AWAITING_APPROVAL: "cyan",
-    WorkflowStatus.FAILED: "red",
-}
-
-
-def _print_table(results: list[WorkflowResult], mode: str) -> None:
-    table = Table(title=f"{len(results)} runs ({mode})")
-    table.caption = "done/undone: steps performed/compensated; model, tool: calls made; tokens: model input+output"
-    for column in ("id", "outcome", "done", "undone", "model", "tokens", "tool", "ms"):
-        numeric = column in ("model", "tokens", "tool", "ms")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
-    for result in results:
-        usage = result.usage
-        style = STATUS_STYLE[result.status]
-        table.add_row(
-            result.workflow_id,
-            f"[{style}]{result.status.value}[/]",
-            f"{result.steps_done}/{len(result.steps)}",
-            str(result.steps_compensated),
-            str(usage.model_calls),
-            str(usage.input_tokens + usage.output_tokens),
-            str(usage.tool_calls),
-            f"{result.duration_ms:.1f}",
-        )
-    console.print(table)
-    for result in results:
-        if result.reason:
-            style = STATUS_STYLE[result.status]
-            console.print(f"[bold]{result.workflow_id}[/] [{style}]{result.status.value}[/]: {result.reason}")
-
-
-def _summary_line(results: list[WorkflowResult], problems: list[InputProblem]) -> str:
-    counts = {status: 0 for status in WorkflowStatus}
-    for result in results:
-        counts[result.status] += 1
-    always = (WorkflowStatus.COMPLETED, WorkflowStatus.COMPENSATED)
-    parts = [f"{counts[s]} {s.value}" for s in WorkflowStatus if s in always or counts[s]]
-    line = f"{len(results)} runs: " + ", ".join(parts)
-    if problems:
-        line += f"; {len(problems)} input problem(s), see above"
-    return line
 
 
 @app.command()

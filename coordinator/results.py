@@ -89,7 +89,11 @@ class StepOutcome(BaseModel):
 
 
 class WorkflowResult(BaseModel):
-    """The outcome of one workflow run, the same shape in either mode."""
+    """The outcome of one workflow run, the same shape in either mode.
+
+    ``recorded`` is True when the run had already ended and this answer was read
+    from the event log without running anything: its usage is the original run's.
+    """
 
     workflow: str
     workflow_id: str
@@ -100,6 +104,7 @@ class WorkflowResult(BaseModel):
     events: list[Event]
     duration_ms: float = 0.0
     supervisor_usage: Usage = Field(default_factory=Usage)
+    recorded: bool = False
 
     @property
     def usage(self) -> Usage:

@@ -16,8 +16,9 @@ lazily so the kernel does not depend on ``graphs`` or ``bus``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from coordinator.errors import CoordinatorError
 from coordinator.eventlog import EventLog, MemoryEventLog
 from coordinator.events import Clock, EventFactory
-from coordinator.results import WorkflowResult
+from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.saga import Saga
 from coordinator.settings import RunSettings
 from coordinator.workflow import Workflow
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from agents.agent import Agent
 
 __all__ = ["MODES", "Coordinator", "Engine", "Mode", "arun_workflow", "open_coordinator", "run_workflow"]
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["orchestration", "choreography"]
 MODES: tuple[Mode, ...] = ("orchestration", "choreography")
@@ -65,13 +68,26 @@ class Coordinator:
 
     Validates inputs (raising :class:`~coordinator.errors.InvalidInput` naming every
     bad field) and runs them, one at a time or many concurrently.
+
+    A workflow id is a durable identity, the same in both modes: the event log is
+    the record, so an id whose run the log shows ended is answered from it (the
+    result is marked ``recorded``; nothing runs again), and an id whose run is in the
+    log but not ended is carried on (:meth:`resume`) instead of started twice.
     """
 
     def __init__(
-        self, workflow: Workflow, engine: Engine, *, event_log: EventLog, run_id: str, forget_ended: bool = False
+        self,
+        workflow: Workflow,
+        engine: Engine,
+        *,
+        saga: Saga,
+        event_log: EventLog,
+        run_id: str,
+        forget_ended: bool = False,
     ) -> None:
         self.workflow = workflow
         self.engine = engine
+        self.saga = saga
         self.event_log = event_log
         self.run_id = run_id
         # A log the coordinator made itself is only a working record: an ended run's
@@ -88,12 +104,34 @@ class Coordinator:
     def mode(self) -> str:
         return self.engine.mode
 
+    def recorded(self, workflow_id: str) -> WorkflowResult | None:
+        """``workflow_id``'s result as the event log records it, if its run ended; else None."""
+        logged = self.event_log.events(workflow_id)
+        if logged and self.saga.is_terminal(logged[-1].type):
+            return self.saga.result(workflow_id, logged, mode=self.mode, recorded=True)
+        return None
+
+    async def _run(self, item: BaseModel) -> WorkflowResult:
+        workflow_id = self.workflow.workflow_id(item)
+        answer = self.recorded(workflow_id)
+        if answer is not None:
+            return answer
+        if self.event_log.events(workflow_id):
+            return self._ended(await self.engine.resume(workflow_id))
+        return self._ended(await self.engine.run(item))
+
     async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
-        """Validate ``input`` (a mapping, JSON text or model) and run it to its end."""
-        return self._ended(await self.engine.run(self.workflow.validate_input(input, context=context)))
+        """Validate ``input`` (a mapping, JSON text or model) and run it to its end (or
+        to a pause for a person); an id the log knows is answered or carried on."""
+        return await self._run(self.workflow.validate_input(input, context=context))
 
     async def resume(self, workflow_id: str) -> WorkflowResult:
-        """Carry on the run of ``workflow_id`` that stopped short, until it ends."""
+        """Carry on the run of ``workflow_id`` that stopped short, until it ends (an
+        ended one is answered from the log). Raises CoordinatorError when the log and
+        the engine know nothing of it."""
+        answer = self.recorded(workflow_id)
+        if answer is not None:
+            return answer
         return self._ended(await self.engine.resume(workflow_id))
 
     async def approve(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
@@ -104,6 +142,77 @@ class Coordinator:
         """Reject the step ``workflow_id`` is waiting on: it fails, the rest is undone."""
         return self._ended(await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note}))
 
+    def _stopped(self, workflow_id: str, exc: Exception) -> WorkflowResult:
+        """A run the coordinator could not carry on: ``failed`` (not ended; resumable)
+        with the reason, from what the log holds -- one run's trouble is not the batch's."""
+        log.error("run %s stopped: %s", workflow_id, exc, exc_info=not isinstance(exc, CoordinatorError))
+        result = self.saga.result(workflow_id, self.event_log.events(workflow_id), mode=self.mode)
+        if result.status.ended:
+            return result
+        return result.model_copy(
+            update={"status": WorkflowStatus.FAILED, "reason": f"the coordinator could not carry the run on: {exc}"}
+        )
+
+    async def stream(
+        self, inputs: Iterable[BaseModel] | AsyncIterable[BaseModel], *, concurrency: int = 16
+    ) -> AsyncIterator[WorkflowResult]:
+        """Run validated inputs with at most ``concurrency`` in flight and yield each
+        result as its run ends (or pauses), in the order they end.
+
+        Inputs are pulled as slots free up, so neither the inputs nor the results of a
+        long batch are held in memory at once. A run that raises yields a ``failed``
+        result with the reason instead of stopping the others.
+        """
+        async for result in self._each(inputs, self._run, self.workflow.workflow_id, concurrency):
+            yield result
+
+    async def resume_stream(
+        self, workflow_ids: Iterable[str], *, concurrency: int = 16
+    ) -> AsyncIterator[WorkflowResult]:
+        """:meth:`resume` each of ``workflow_ids`` (at most ``concurrency`` at once),
+        yielding results as they end; one that cannot be resumed yields ``failed``."""
+        async for result in self._each(workflow_ids, self.resume, str, concurrency):
+            yield result
+
+    async def _each(
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        act: Callable[[Any], Awaitable[WorkflowResult]],
+        identify: Callable[[Any], str],
+        concurrency: int,
+    ) -> AsyncIterator[WorkflowResult]:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        source = _aiter(items)
+        running: set[asyncio.Task[WorkflowResult]] = set()
+
+        async def one(item: Any) -> WorkflowResult:
+            try:
+                return await act(item)
+            except Exception as exc:
+                return self._stopped(identify(item), exc)
+
+        exhausted = False
+        try:
+            while running or not exhausted:
+                while not exhausted and len(running) < concurrency:
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.ensure_future(one(item)))
+                if not running:
+                    break
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
     async def run_many(
         self,
         inputs: Iterable[BaseModel],
@@ -111,21 +220,27 @@ class Coordinator:
         concurrency: int = 16,
         on_result: Callable[[WorkflowResult], Awaitable[None] | None] | None = None,
     ) -> list[WorkflowResult]:
-        """Run validated inputs with at most ``concurrency`` in flight; results in input order."""
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(item: BaseModel) -> WorkflowResult:
-            async with gate:
-                result = self._ended(await self.engine.run(item))
+        """Run validated inputs with at most ``concurrency`` in flight; results in input
+        order. (:meth:`stream` does the same without holding every result.)"""
+        items = list(inputs)
+        order = {self.workflow.workflow_id(item): i for i, item in enumerate(items)}
+        results: list[WorkflowResult | None] = [None] * len(items)
+        async for result in self.stream(items, concurrency=concurrency):
+            results[order[result.workflow_id]] = result
             if on_result is not None:
                 maybe = on_result(result)
                 if maybe is not None:
                     await maybe
-            return result
+        return [r for r in results if r is not None]
 
-        return list(await asyncio.gather(*(one(i) for i in inputs)))
+
+async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(inputs, AsyncIterable):
+        async for item in inputs:
+            yield item
+    else:
+        for item in inputs:
+            yield item
 
 
 @asynccontextmanager
@@ -202,7 +317,7 @@ async def open_coordinator(
     else:
         raise CoordinatorError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     try:
-        yield Coordinator(workflow, engine, event_log=event_log, run_id=run_id, forget_ended=own_log)
+        yield Coordinator(workflow, engine, saga=saga, event_log=event_log, run_id=run_id, forget_ended=own_log)
     finally:
         await engine.aclose()
         if own_bus is not None:

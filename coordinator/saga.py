@@ -22,7 +22,8 @@ central store, and this keeps every event self-explaining in a trace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -125,6 +126,27 @@ class Saga:
             return None
         return step.approval(cause.data.get("input", {}), cause.data.get("results", {}), parameters)
 
+    def logged_decision(self, events: Sequence[Event]) -> dict[str, Any] | None:
+        """The decision on the run's pending approval request, if ``events`` already
+        hold one (``{"approved", "by", "note"}``); None while it waits for a person.
+
+        A process may die after logging a person's decision and before its engine
+        recorded it; resuming then applies the logged decision instead of asking again.
+        """
+        requests = [e for e in events if self.is_pause(e.type)]
+        if not requests:
+            return None
+        request = requests[-1]
+        for event in events:
+            kind = self._kinds.get(event.type, ("", 0))[0]
+            if event.causation_id == request.id and kind in ("approved", "rejected"):
+                return {
+                    "approved": kind == "approved",
+                    "by": event.data.get("by", "someone"),
+                    "note": event.data.get("note", ""),
+                }
+        return None
+
     def next_action(self, event_type: str) -> NextAction | None:
         """What follows an event of ``event_type``; None after a terminal event.
 
@@ -177,8 +199,11 @@ class Saga:
         data = _carried(cause)
         data.update(step=step.name, usage=report.usage.model_dump(), rejections=list(report.rejections))
         if report.ok:
-            data["results"] = {**data["results"], step.name: report.result or {}}
-            data["result"] = report.result or {}
+            # An event's data is its own: a tool may keep (and later change) the very
+            # dict it returned, and a log must not change after the fact.
+            result = copy.deepcopy(report.result or {})
+            data["results"] = {**data["results"], step.name: result}
+            data["result"] = result
             event_type = step.events.succeeded
         else:
             data["reason"] = report.reason
@@ -198,7 +223,7 @@ class Saga:
         data = _carried(cause)
         data.update(step=step.name, usage=report.usage.model_dump())
         if report.ok:
-            data["result"] = report.result
+            data["result"] = copy.deepcopy(report.result)
             event_type = step.events.compensated
         else:
             data["reason"] = report.reason
@@ -256,12 +281,19 @@ class Saga:
     # -- reading a run back ---------------------------------------------------------
 
     def result(
-        self, workflow_id: str, events: Iterable[Event], *, mode: str, duration_ms: float = 0.0
+        self,
+        workflow_id: str,
+        events: Iterable[Event],
+        *,
+        mode: str,
+        duration_ms: float = 0.0,
+        recorded: bool = False,
     ) -> WorkflowResult:
         """Rebuild a run's :class:`WorkflowResult` from its events (duplicates ignored).
 
         A run without a terminal event is ``awaiting_approval`` when its last event is
         an approval request, ``failed`` otherwise (it stopped short: see ``reason``).
+        ``recorded`` marks a result answered from the record without running anything.
         """
         seen: set[str] = set()
         chain: list[Event] = []
@@ -317,6 +349,7 @@ class Saga:
             steps=list(outcomes.values()),
             events=chain,
             duration_ms=duration_ms,
+            recorded=recorded,
         )
 
 

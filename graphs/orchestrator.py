@@ -26,17 +26,19 @@ Agent nodes run the step through the shared :class:`agents.runner.StepRunner`
 with a decision emits ``...Approved`` (the step runs) or ``...Rejected`` (the step
 fails and the completed ones are compensated).
 
-The workflow id is the graph's thread id. With a durable checkpointer a run that is
-started again with the same id is resumed where it stopped, or, when it already
-ended, answered from its checkpoint; tool calls carry idempotency keys, so a node
-re-run after a crash repeats no effect.
+The workflow id is the graph's thread id. The event log is the record of what
+happened; the checkpoint is the graph's place in it (see "One truth, recoverable" in
+docs/architecture.md): the state holds only the run's latest event, a run's result
+is read from the log, and a run is carried on whenever the log does not show it
+ended -- whatever LangGraph's snapshot lists as next. Tool calls carry idempotency
+keys, so a node re-run after a crash repeats no effect.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Protocol, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -60,10 +62,14 @@ COMPENSATE = "compensate"
 
 
 class RunState(TypedDict):
-    """A run's graph state: its events (JSON-mode dicts, append-only), the step the
-    supervisor handed off, and the model work the supervisor itself spent."""
+    """A run's graph state: its latest event (JSON mode), the step the supervisor
+    handed off, and the model work the supervisor itself spent.
 
-    events: Annotated[list[dict[str, Any]], operator.add]
+    Only the latest event: the run's whole chain is in the event log, and copying it
+    into every checkpoint would make checkpoints grow with the square of its length.
+    """
+
+    last: dict[str, Any]
     step: str
     supervisor_usage: Annotated[list[dict[str, int]], operator.add]
 
@@ -107,30 +113,32 @@ def build_graph(
     params = dict(parameters or {})
 
     def latest(state: RunState) -> Event:
-        return Event.model_validate(state["events"][-1])
+        return Event.model_validate(state["last"])
 
-    def emit(*events: Event) -> list[dict[str, Any]]:
+    def emit(*events: Event) -> dict[str, Any]:
+        """Log ``events`` (before any checkpoint can hold them: the log is never behind
+        the graph) and the state update that makes the newest one the run's latest."""
         event_log.append(events)
-        return [e.model_dump(mode="json") for e in events]
+        return {"last": events[-1].model_dump(mode="json")} if events else {}
 
     def handoff(emitted: list[Event], last: Event) -> Command[str]:
         """Where a worker node hands the run next. With the rule supervisor, its rule
         (a pure function of the latest event) is applied right here, which saves a
         superstep per step; a model supervisor needs its own node visit."""
         if supervisor is not None:
-            return Command(goto=SUPERVISOR, update={"events": emit(*emitted)})
+            return Command(goto=SUPERVISOR, update=emit(*emitted))
         return route(emitted, emitted[-1] if emitted else last)
 
     def route(emitted: list[Event], last: Event) -> Command[str]:
         """The rule supervisor: the saga's next action after ``last``."""
         nxt = saga.next_action(last.type)
         if nxt is None:
-            return Command(goto=END, update={"events": emit(*emitted)})
+            return Command(goto=END, update=emit(*emitted))
         if nxt.action in (Action.COMPLETE, Action.CANCEL):
-            return Command(goto=END, update={"events": emit(*emitted, saga.finished(cause=last))})
+            return Command(goto=END, update=emit(*emitted, saga.finished(cause=last)))
         assert nxt.step is not None
         goto = COMPENSATE if nxt.action is Action.COMPENSATE else nxt.step.agent
-        return Command(goto=goto, update={"events": emit(*emitted), "step": nxt.step.name})
+        return Command(goto=goto, update={**emit(*emitted), "step": nxt.step.name})
 
     async def supervise(state: RunState) -> Command[str]:
         last = latest(state)
@@ -142,7 +150,7 @@ def build_graph(
         spent = [usage.model_dump()]
         if problem is not None:
             failed = saga.performed(nxt.step, StepReport(ok=False, reason=problem), cause=last)
-            return Command(goto=SUPERVISOR, update={"events": emit(failed), "supervisor_usage": spent})
+            return Command(goto=SUPERVISOR, update={**emit(failed), "supervisor_usage": spent})
         return Command(goto=nxt.step.agent, update={"step": nxt.step.name, "supervisor_usage": spent})
 
     async def perform(state: RunState) -> Command[str]:
@@ -161,6 +169,9 @@ def build_graph(
                 note=answer.get("note") or "",
                 cause=requested,
             )
+            # Logged at once: a person's decision must survive a crash of the step it
+            # lets run (a resume finds it in the log and does not ask again).
+            event_log.append([decided])
             emitted += [requested, decided]
             if not answer.get("approved"):
                 return handoff(emitted, last)
@@ -191,9 +202,9 @@ class Orchestrator:
     """Runs workflows as LangGraph supervisor graphs over a checkpointer.
 
     ``checkpointer`` defaults to an ``InMemorySaver`` whose threads are deleted once
-    a run has ended (memory must not grow with finished runs); a durable saver keeps
-    them, which is what lets a workflow id started again be answered from its
-    checkpoint instead of running twice.
+    a run has ended (memory must not grow with finished runs). ``event_log`` is the
+    run's record and the authority on its outcome: pair a durable checkpointer with
+    a durable log (the CLI pairs them in one state directory).
     """
 
     mode = "orchestration"
@@ -226,75 +237,81 @@ class Orchestrator:
         return {"configurable": {"thread_id": workflow_id}, "recursion_limit": self.recursion_limit}
 
     async def run(self, input: BaseModel) -> WorkflowResult:
-        """Run the workflow for ``input``; if its id has a run already, resume that
-        run where it stopped, or answer from its checkpoint when it ended."""
+        """Run the workflow for ``input``; if its id has a run already, carry that run
+        on (see :meth:`resume`)."""
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
         snapshot = await self.graph.aget_state(self._config(workflow_id))
-        if snapshot.values.get("events"):
-            return await self._continue(workflow_id, None, started)
+        if snapshot.values.get("last") or self.event_log.events(workflow_id):
+            return await self._carry_on(workflow_id, snapshot, started)
         first = self.saga.started(workflow_id, input.model_dump(mode="json"))
         self.event_log.append([first], run_id=self.run_id)
         return await self._start(first, started)
 
     async def resume(self, workflow_id: str) -> WorkflowResult:
-        """Carry on an unfinished run (after a crash, say) from its last checkpoint.
+        """Carry on a run that stopped short (after a crash, say) until it ends or
+        pauses for a person.
 
-        A run whose start event is in the event log but that never reached its first
-        checkpoint is started from that event. Raises CoordinatorError when nothing
-        is known of ``workflow_id``.
+        The event log decides, not the snapshot: a run whose log shows it ended is
+        answered from the log; any other is invoked again -- from its last durable
+        checkpoint, which re-runs the interrupted superstep with the same idempotency
+        keys and event ids -- or, when no checkpoint was saved, started again from
+        its logged start event. A pause whose decision is already in the log (the
+        process died after logging it) is resumed with that decision, never asked
+        again. Raises CoordinatorError when nothing is known of ``workflow_id``.
         """
         started = time.perf_counter()
         snapshot = await self.graph.aget_state(self._config(workflow_id))
-        if snapshot.values.get("events"):
-            return await self._continue(workflow_id, None, started)
-        first = next(
-            (e for e in self.event_log.events(workflow_id) if e.type == self.saga.workflow.started_event), None
-        )
-        if first is None:
-            raise CoordinatorError(f"no run of {workflow_id!r} to resume: neither a checkpoint nor a start event")
-        return await self._start(first, started)
+        return await self._carry_on(workflow_id, snapshot, started)
 
     async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
         """Answer a pending approval of ``workflow_id`` and carry the run on."""
         snapshot = await self.graph.aget_state(self._config(workflow_id))
-        if not any(task.interrupts for task in snapshot.tasks):
+        logged = self.event_log.events(workflow_id)
+        if not any(task.interrupts for task in snapshot.tasks) or not logged or not self.saga.is_pause(logged[-1].type):
             raise CoordinatorError(f"{workflow_id!r} is not waiting for an approval; see `coordinator status`")
-        return await self._continue(workflow_id, Command(resume=dict(decision)), time.perf_counter())
+        return await self._invoke(workflow_id, Command(resume=dict(decision)), time.perf_counter())
+
+    async def _carry_on(self, workflow_id: str, snapshot: Any, started: float) -> WorkflowResult:
+        logged = self.event_log.events(workflow_id)
+        if logged and self.saga.is_terminal(logged[-1].type):
+            return self._result(workflow_id, logged, snapshot.values, started)
+        if not snapshot.values.get("last"):
+            first = next((e for e in logged if e.type == self.saga.workflow.started_event), None)
+            if first is None:
+                raise CoordinatorError(f"no run of {workflow_id!r} to resume: neither a checkpoint nor a start event")
+            return await self._start(first, started)
+        if any(task.interrupts for task in snapshot.tasks):
+            decision = self.saga.logged_decision(logged)
+            if decision is None:  # still waiting for a person
+                return self._result(workflow_id, logged, snapshot.values, started)
+            return await self._invoke(workflow_id, Command(resume=decision), started)
+        return await self._invoke(workflow_id, None, started)
 
     async def _start(self, first: Event, started: float) -> WorkflowResult:
-        initial: RunState = {"events": [first.model_dump(mode="json")], "step": "", "supervisor_usage": []}
+        initial: RunState = {"last": first.model_dump(mode="json"), "step": "", "supervisor_usage": []}
         state = await self.graph.ainvoke(initial, self._config(first.subject))
-        return await self._result(first.subject, state, state.get("__interrupt__") or (), started)
+        return await self._ended(first.subject, state, started)
 
-    async def _continue(self, workflow_id: str, resume: Command[Any] | None, started: float) -> WorkflowResult:
-        config = self._config(workflow_id)
-        snapshot = await self.graph.aget_state(config)
-        interrupts = [i for task in snapshot.tasks for i in task.interrupts]
-        if snapshot.next and (resume is not None or not interrupts):
-            state = await self.graph.ainvoke(resume, config)
-            interrupts = state.get("__interrupt__") or []
-        else:
-            state = dict(snapshot.values)
-        return await self._result(workflow_id, state, interrupts, started)
+    async def _invoke(self, workflow_id: str, resume: Command[Any] | None, started: float) -> WorkflowResult:
+        state = await self.graph.ainvoke(resume, self._config(workflow_id))
+        return await self._ended(workflow_id, state, started)
 
-    async def _result(
-        self, workflow_id: str, state: Mapping[str, Any], interrupts: Any, started: float
+    async def _ended(self, workflow_id: str, state: Mapping[str, Any], started: float) -> WorkflowResult:
+        """The result once the graph returned (ended or paused): read from the log."""
+        result = self._result(workflow_id, self.event_log.events(workflow_id), state, started)
+        if self._forget_ended and result.status.ended:
+            await self.checkpointer.adelete_thread(workflow_id)
+        return result
+
+    def _result(
+        self, workflow_id: str, events: Sequence[Event], state: Mapping[str, Any], started: float
     ) -> WorkflowResult:
-        events = [Event.model_validate(e) for e in state["events"]]
-        for pending in interrupts:
-            # The approval request was logged by the paused node; it is not in the
-            # graph state until the node finishes.
-            requested = [e for e in self.event_log.events(workflow_id) if self.saga.is_pause(e.type)]
-            if requested and pending.value.get("step") == requested[-1].data.get("step"):
-                events.append(requested[-1])
         result = self.saga.result(
             workflow_id, events, mode=self.mode, duration_ms=(time.perf_counter() - started) * 1000
         )
         for usage in state.get("supervisor_usage") or []:
             result.supervisor_usage = result.supervisor_usage + Usage.model_validate(usage)
-        if self._forget_ended and result.status.ended:
-            await self.checkpointer.adelete_thread(workflow_id)
         return result
 
     async def aclose(self) -> None:

@@ -4,7 +4,7 @@ and LangGraph's own tooling through ``langgraph.json`` (``langgraph dev`` loads
 
 The graph is the one :class:`graphs.orchestrator.Orchestrator` runs, built over the
 app's default environment (in-process services, the scripted fake models). Its
-input is ``{"events": [<the workflow's start event as JSON>]}``.
+input is ``{"last": <the workflow's start event as JSON>}``.
 """
 
 from __future__ import annotations

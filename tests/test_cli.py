@@ -39,8 +39,13 @@ def test_run_json_gives_one_object_per_order(cli: CliRunner) -> None:
         obj, end = decoder.raw_decode(text)
         runs.append(obj)
         text = text[end:].strip()
-    assert [r["status"] for r in runs] == ["completed"] * 2 + ["compensated"] * 3 + ["completed"] * 3
-    assert runs[5]["tool_calls"] == 5 and runs[5]["model_calls"] == 3
+    # One line per order as it ends (so in the order they end, not the file's).
+    by_id = {r["workflow_id"]: r for r in runs}
+    assert [by_id[f"o-100{n}"]["status"] for n in range(1, 9)] == ["completed"] * 2 + ["compensated"] * 3 + [
+        "completed"
+    ] * 3
+    assert by_id["o-1006"]["tool_calls"] == 5 and by_id["o-1006"]["model_calls"] == 3
+    assert not any(r["recorded"] for r in runs)
 
 
 def test_bad_lines_are_named_and_the_good_ones_still_run(cli: CliRunner) -> None:
@@ -99,3 +104,43 @@ def test_an_unknown_mode_lists_the_modes(cli: CliRunner) -> None:
     result = cli.invoke(app, ["run", str(EXAMPLES / "orders.jsonl"), "--mode", "telepathy"])
     assert result.exit_code == 2
     assert "orchestration, choreography" in result.stderr
+
+
+# -- exit codes a CI job can gate on -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["orchestration", "choreography"])
+def test_runs_that_wait_for_approval_exit_4_and_a_rerun_answers_from_the_record(cli: CliRunner, mode: str) -> None:
+    threshold = ["--param", "approval_threshold_cents=1000"]  # o-1002 (1,050 cents) waits
+    result = cli.invoke(app, ["run", str(EXAMPLES / "orders.jsonl"), "--mode", mode, *threshold])
+    assert result.exit_code == 4, result.output
+    assert "o-1002 waits for approval" in result.stdout
+    again = cli.invoke(app, ["run", str(EXAMPLES / "orders.jsonl"), "--mode", mode, *threshold, "--json"])
+    assert again.exit_code == 4, again.output
+    rows = {r["workflow_id"]: r for r in map(json.loads, again.stdout.splitlines())}
+    assert rows["o-1002"]["status"] == "awaiting_approval" and not rows["o-1002"]["recorded"]
+    assert all(r["recorded"] for k, r in rows.items() if k != "o-1002")
+    assert rows["o-1001"]["model_calls"] == 3  # the original run's work, labelled as recorded
+    approved = cli.invoke(app, ["approve", "o-1002", "--by", "alice", *threshold])
+    assert approved.exit_code == 0, approved.output
+    assert "1 runs: 1 completed" in approved.stdout
+
+
+def test_fail_on_compensated_exits_3_for_a_ci_job_that_expects_every_run_to_complete(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["run", str(EXAMPLES / "orders.jsonl"), "--fail-on", "compensated"])
+    assert result.exit_code == 3, result.output
+    assert "8 runs: 5 completed, 3 compensated" in result.stdout
+
+
+def test_resuming_a_run_nobody_knows_exits_3_naming_it(cli: CliRunner) -> None:
+    assert cli.invoke(app, ["run", str(EXAMPLES / "orders.jsonl")]).exit_code == 0
+    result = cli.invoke(app, ["resume", "o-9999"])
+    assert result.exit_code == 3
+    assert "cannot resume 'o-9999': no run of it in" in " ".join(result.stderr.split())
+    assert cli.invoke(app, ["resume"]).stdout.strip() == "nothing in flight to resume"
+
+
+def test_the_exit_codes_are_in_the_help(cli: CliRunner) -> None:
+    text = " ".join(cli.invoke(app, ["--help"]).stdout.split())
+    assert "Exit codes: 0 every run reached a business outcome" in text
+    assert "4 runs wait for approval" in text

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
+from coordinator import RunSettings, SqliteEventLog, WorkflowStatus, open_coordinator
 from coordinator.settings import Backoff
 from graphs.checkpoints import describe_state, open_checkpointer
 from tests.test_orders_e2e import EXPECTED, example_orders
@@ -28,6 +28,9 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def run_examples(state: str, tmp_path: Path, sandbox: Sandbox, orders: list[dict[str, Any]]) -> list[Any]:
+    """The orders, checkpointed to ``state`` and recorded in the state directory's
+    event log (as the CLI pairs them: the log is the record of every run)."""
+    event_log = SqliteEventLog(tmp_path / "events.db")
     async with (
         open_checkpointer(state, state_dir=tmp_path) as checkpointer,
         sandbox.client() as client,
@@ -36,19 +39,24 @@ async def run_examples(state: str, tmp_path: Path, sandbox: Sandbox, orders: lis
             agents=order_agents(client=client),
             checkpointer=checkpointer,
             settings=FAST,
-            event_log=MemoryEventLog(),
+            event_log=event_log,
         ) as coordinator,
     ):
-        return await coordinator.run_many([ORDER_FULFILMENT.validate_input(o) for o in orders], concurrency=8)
+        try:
+            return await coordinator.run_many([ORDER_FULFILMENT.validate_input(o) for o in orders], concurrency=8)
+        finally:
+            event_log.close()
 
 
-async def test_a_second_run_of_the_same_orders_is_answered_from_checkpoints(state: str, tmp_path: Path) -> None:
+async def test_a_second_run_of_the_same_orders_is_answered_from_the_record(state: str, tmp_path: Path) -> None:
     sandbox = Sandbox()
     first = await run_examples(state, tmp_path, sandbox, example_orders())
     requests = sum(c.requests for c in sandbox.counters.values())
     second = await run_examples(state, tmp_path, sandbox, example_orders())
     assert {r.workflow_id: r.status for r in second} == EXPECTED
     assert [r.events for r in first] == [r.events for r in second]
+    assert not any(r.recorded for r in first) and all(r.recorded for r in second)
+    assert [r.usage for r in first] == [r.usage for r in second]  # the original runs' work
     assert sum(c.requests for c in sandbox.counters.values()) == requests  # nothing called again
     assert check_order_effects(sandbox, second) == []
 
