@@ -122,6 +122,55 @@ def _latest_task(messages: Sequence[BaseMessage]) -> Task | None:
     return None
 
 
+_NOT_FORCING: frozenset[str] = frozenset({"auto", "none"})
+_FORCING_ANY: frozenset[str] = frozenset({"any", "required"})
+
+
+def _forced_tool(tool_choice: object, tools: Sequence[ToolSpec]) -> str | None:
+    """The tool ``tool_choice`` forces a call of, if it forces one tool.
+
+    A tool name, ``{"type": "function", "function": {"name": ...}}`` (OpenAI) or
+    ``{"name": ...}`` names one; ``"any"``, ``"required"`` and ``True`` force one only
+    when exactly one tool is bound (with several, which one is a model's choice,
+    and a scripted model has none to make); ``"auto"``, ``"none"``, ``False`` and
+    ``None`` force nothing.
+    """
+    if tool_choice is None or tool_choice is False:
+        return None
+    if tool_choice is True or (isinstance(tool_choice, str) and tool_choice in _FORCING_ANY):
+        names = [name for spec in tools if (name := _tool_name(spec))]
+        return names[0] if len(names) == 1 else None
+    if isinstance(tool_choice, str):
+        return None if tool_choice in _NOT_FORCING else tool_choice
+    if isinstance(tool_choice, dict):
+        function = tool_choice.get("function", tool_choice)
+        name = function.get("name") if isinstance(function, dict) else None
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _forced_call(messages: Sequence[BaseMessage], tools: Sequence[ToolSpec], name: str) -> AIMessage:
+    """The answer to a ``tool_choice`` forcing ``name`` with no task to follow: a call
+    with no arguments.
+
+    Raises:
+        ValueError: ``name`` is not bound, or it has required arguments (a scripted
+            model has no values for them).
+    """
+    spec = _tool_spec(tools, name)
+    if spec is None:
+        bound = ", ".join(sorted(n for s in tools if (n := _tool_name(s)))) or "none"
+        raise ValueError(f"tool_choice forces a call of {name!r}, which is not bound (bound tools: {bound})")
+    required = _required(spec)
+    if required:
+        raise ValueError(
+            f"tool_choice forces a call of {name!r}, whose required arguments ({', '.join(required)}) a scripted"
+            " model cannot invent: give the conversation a task message (agents.task.render_task) naming them,"
+            " or script the answer with scripted(AIMessage(..., tool_calls=[...]))"
+        )
+    return _calls(messages, (name, {}))
+
+
 def _calls(messages: Sequence[BaseMessage], *calls: tuple[str, dict[str, Any]]) -> AIMessage:
     """An answer consisting of ``calls``, with the conversation's deterministic ids."""
     n = _answer_index(messages) + 1
@@ -303,6 +352,13 @@ class ScriptedChatModel(BaseChatModel):
     splits the text into words and each tool call's arguments into two
     ``tool_call_chunks``, in :class:`ScriptedMessageChunk` pieces, which keep invalid
     calls invalid when added up (and may be added with ``sum(chunks)``).
+
+    ``tool_choice`` (given to :meth:`bind_tools` or at invocation) forces a call only
+    where the policy has nothing to follow: when the conversation has no task message
+    and the policy answered without a tool call, a ``tool_choice`` naming a tool (or
+    ``"any"``/``"required"`` with exactly one tool bound) makes the answer a call of
+    that tool with no arguments -- what LangChain's standard tests ask of a model told
+    to call a tool that takes none. With a task message, the task decides.
     """
 
     policy: Policy = follow_task
@@ -327,20 +383,29 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind ``tools`` (converted with ``convert_to_openai_tool``) so the policy sees them.
 
-        ``tool_choice`` is recorded in the invocation parameters when given but does
-        not influence the policy.
+        ``tool_choice`` is recorded in the invocation parameters when given; it never
+        changes the policy's answer to a task, and forces a call only when there is no
+        task to follow (see the class docstring).
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
 
     def _answer(self, messages: Sequence[BaseMessage], options: dict[str, Any]) -> AIMessage:
-        """Ask the policy, then add what a provider adds (ids, usage, metadata) to a fresh
-        message. ``options`` are the invocation's keyword arguments (``tools``, ...)."""
+        """Ask the policy, apply a forcing ``tool_choice``, then add what a provider adds
+        (ids, usage, metadata) to a fresh message. ``options`` are the invocation's
+        keyword arguments (``tools``, ``tool_choice``, ...)."""
         tools: Sequence[ToolSpec] = options.get("tools") or []
         answer = self.policy(messages, tools)
         if not isinstance(answer, AIMessage):
             raise TypeError(f"policy {_policy_name(self.policy)} returned {type(answer).__name__}, not an AIMessage")
+        forced = _forced_tool(options.get("tool_choice"), tools)
+        if (
+            forced is not None
+            and not (answer.tool_calls or answer.invalid_tool_calls)
+            and _latest_task(messages) is None
+        ):
+            answer = _forced_call(messages, tools, forced)
         answer = _with_call_ids(answer, messages)
         usage = answer.usage_metadata
         if usage is None:

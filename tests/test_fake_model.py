@@ -671,3 +671,81 @@ def test_misbehave_rejects_an_unknown_fault_naming_the_valid_ones() -> None:
     assert "hallucinate" in str(excinfo.value)
     for fault in FAULTS:
         assert fault in str(excinfo.value)
+
+
+# --------------------------------------------------------------------------- tool_choice
+
+
+@tool
+def magic_function_no_args() -> int:
+    """Calculate a magic function."""
+    return 5
+
+
+QUERY = "What is the value of magic_function()? Use the tool."
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    [
+        "magic_function_no_args",
+        "any",
+        {"type": "function", "function": {"name": "magic_function_no_args"}},
+    ],
+)
+def test_tool_choice_forces_a_call_of_a_tool_without_arguments(tool_choice: Any) -> None:
+    # What langchain_tests' ChatModelIntegrationTests.test_tool_calling_with_no_arguments
+    # asks: invoke and stream each answer with one call of the tool, no arguments.
+    model = fake_model().bind_tools([magic_function_no_args], tool_choice=tool_choice)
+
+    invoked = model.invoke(QUERY)
+    streamed = folded(model.stream(QUERY))
+
+    for answer in (invoked, streamed):
+        assert isinstance(answer, AIMessage)
+        (call,) = answer.tool_calls
+        assert call["name"] == "magic_function_no_args"
+        assert call["args"] == {}
+        assert call["id"] is not None
+        assert call.get("type") == "tool_call"
+
+
+def test_tool_choice_never_overrides_a_task() -> None:
+    model = fake_model().bind_tools([*TOOLS, magic_function_no_args], tool_choice="magic_function_no_args")
+
+    answer = model.invoke(conversation())
+
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("charge_payment", ARGS)]
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "none", None])
+def test_a_tool_choice_that_does_not_force_leaves_the_text_answer(tool_choice: str | None) -> None:
+    answer = fake_model().bind_tools([magic_function_no_args], tool_choice=tool_choice).invoke(QUERY)
+
+    assert answer.tool_calls == []
+    assert "no task" in answer.text
+
+
+def test_any_with_several_tools_forces_nothing() -> None:
+    answer = fake_model().bind_tools([magic_function_no_args, send_email], tool_choice="any").invoke(QUERY)
+
+    assert answer.tool_calls == []
+
+
+def test_a_forced_tool_with_required_arguments_is_refused_naming_them() -> None:
+    model = fake_model().bind_tools(TOOLS, tool_choice="reserve_stock")
+
+    with pytest.raises(ValueError, match="required arguments") as excinfo:
+        model.invoke(QUERY)
+
+    assert "quantity, sku" in str(excinfo.value) or "sku, quantity" in str(excinfo.value)
+    assert "task message" in str(excinfo.value)
+
+
+def test_a_forced_tool_that_is_not_bound_is_refused_naming_the_bound_ones() -> None:
+    model = fake_model().bind_tools([magic_function_no_args], tool_choice="delete_database")
+
+    with pytest.raises(ValueError, match="not bound") as excinfo:
+        model.invoke(QUERY)
+
+    assert "magic_function_no_args" in str(excinfo.value)
