@@ -31,16 +31,20 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
+    BaseMessageChunk,
     HumanMessage,
+    InvalidToolCall,
     ToolCall,
     ToolMessage,
     UsageMetadata,
 )
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.messages.tool import tool_call, tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import PrivateAttr
 
 from agents.task import Task, parse_task
 
@@ -50,6 +54,7 @@ __all__ = [
     "UNKNOWN_TOOL",
     "Policy",
     "ScriptedChatModel",
+    "ScriptedMessageChunk",
     "fake_model",
     "follow_task",
     "misbehave",
@@ -115,6 +120,55 @@ def _latest_task(messages: Sequence[BaseMessage]) -> Task | None:
             if task is not None:
                 return task
     return None
+
+
+_NOT_FORCING: frozenset[str] = frozenset({"auto", "none"})
+_FORCING_ANY: frozenset[str] = frozenset({"any", "required"})
+
+
+def _forced_tool(tool_choice: object, tools: Sequence[ToolSpec]) -> str | None:
+    """The tool ``tool_choice`` forces a call of, if it forces one tool.
+
+    A tool name, ``{"type": "function", "function": {"name": ...}}`` (OpenAI) or
+    ``{"name": ...}`` names one; ``"any"``, ``"required"`` and ``True`` force one only
+    when exactly one tool is bound (with several, which one is a model's choice,
+    and a scripted model has none to make); ``"auto"``, ``"none"``, ``False`` and
+    ``None`` force nothing.
+    """
+    if tool_choice is None or tool_choice is False:
+        return None
+    if tool_choice is True or (isinstance(tool_choice, str) and tool_choice in _FORCING_ANY):
+        names = [name for spec in tools if (name := _tool_name(spec))]
+        return names[0] if len(names) == 1 else None
+    if isinstance(tool_choice, str):
+        return None if tool_choice in _NOT_FORCING else tool_choice
+    if isinstance(tool_choice, dict):
+        function = tool_choice.get("function", tool_choice)
+        name = function.get("name") if isinstance(function, dict) else None
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _forced_call(messages: Sequence[BaseMessage], tools: Sequence[ToolSpec], name: str) -> AIMessage:
+    """The answer to a ``tool_choice`` forcing ``name`` with no task to follow: a call
+    with no arguments.
+
+    Raises:
+        ValueError: ``name`` is not bound, or it has required arguments (a scripted
+            model has no values for them).
+    """
+    spec = _tool_spec(tools, name)
+    if spec is None:
+        bound = ", ".join(sorted(n for s in tools if (n := _tool_name(s)))) or "none"
+        raise ValueError(f"tool_choice forces a call of {name!r}, which is not bound (bound tools: {bound})")
+    required = _required(spec)
+    if required:
+        raise ValueError(
+            f"tool_choice forces a call of {name!r}, whose required arguments ({', '.join(required)}) a scripted"
+            " model cannot invent: give the conversation a task message (agents.task.render_task) naming them,"
+            " or script the answer with scripted(AIMessage(..., tool_calls=[...]))"
+        )
+    return _calls(messages, (name, {}))
 
 
 def _calls(messages: Sequence[BaseMessage], *calls: tuple[str, dict[str, Any]]) -> AIMessage:
@@ -293,8 +347,18 @@ class ScriptedChatModel(BaseChatModel):
     Every answer is a fresh :class:`AIMessage` with tool call ids filled in, a message
     id derived from the conversation and the answer, ``usage_metadata`` (estimated
     from the text) and ``response_metadata["model_name"]``. ``invoke``/``ainvoke``
-    and ``stream``/``astream`` give the same message; streaming splits the text into
-    words and each tool call's JSON arguments into two ``tool_call_chunks``.
+    and ``stream``/``astream`` give the same message: the streamed chunks add up to
+    the invoked answer (content, tool calls, invalid tool calls, usage, id). Streaming
+    splits the text into words and each tool call's arguments into two
+    ``tool_call_chunks``, in :class:`ScriptedMessageChunk` pieces, which keep invalid
+    calls invalid when added up (and may be added with ``sum(chunks)``).
+
+    ``tool_choice`` (given to :meth:`bind_tools` or at invocation) forces a call only
+    where the policy has nothing to follow: when the conversation has no task message
+    and the policy answered without a tool call, a ``tool_choice`` naming a tool (or
+    ``"any"``/``"required"`` with exactly one tool bound) makes the answer a call of
+    that tool with no arguments -- what LangChain's standard tests ask of a model told
+    to call a tool that takes none. With a task message, the task decides.
     """
 
     policy: Policy = follow_task
@@ -319,18 +383,29 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind ``tools`` (converted with ``convert_to_openai_tool``) so the policy sees them.
 
-        ``tool_choice`` is recorded in the invocation parameters when given but does
-        not influence the policy.
+        ``tool_choice`` is recorded in the invocation parameters when given; it never
+        changes the policy's answer to a task, and forces a call only when there is no
+        task to follow (see the class docstring).
         """
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
 
-    def _answer(self, messages: Sequence[BaseMessage], tools: Sequence[ToolSpec] | None) -> AIMessage:
-        """Ask the policy, then add what a provider adds (ids, usage, metadata) to a fresh message."""
-        answer = self.policy(messages, tools or [])
+    def _answer(self, messages: Sequence[BaseMessage], options: dict[str, Any]) -> AIMessage:
+        """Ask the policy, apply a forcing ``tool_choice``, then add what a provider adds
+        (ids, usage, metadata) to a fresh message. ``options`` are the invocation's
+        keyword arguments (``tools``, ``tool_choice``, ...)."""
+        tools: Sequence[ToolSpec] = options.get("tools") or []
+        answer = self.policy(messages, tools)
         if not isinstance(answer, AIMessage):
             raise TypeError(f"policy {_policy_name(self.policy)} returned {type(answer).__name__}, not an AIMessage")
+        forced = _forced_tool(options.get("tool_choice"), tools)
+        if (
+            forced is not None
+            and not (answer.tool_calls or answer.invalid_tool_calls)
+            and _latest_task(messages) is None
+        ):
+            answer = _forced_call(messages, tools, forced)
         answer = _with_call_ids(answer, messages)
         usage = answer.usage_metadata
         if usage is None:
@@ -358,7 +433,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, kwargs.get("tools")))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, kwargs))])
 
     async def _agenerate(
         self,
@@ -367,7 +442,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, kwargs.get("tools")))])
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, kwargs))])
 
     def _stream(
         self,
@@ -376,7 +451,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        yield from _chunks(self._answer(messages, kwargs.get("tools")))
+        yield from _chunks(self._answer(messages, kwargs))
 
     async def _astream(
         self,
@@ -385,23 +460,98 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        for chunk in _chunks(self._answer(messages, kwargs.get("tools"))):
+        for chunk in _chunks(self._answer(messages, kwargs)):
             yield chunk
+
+
+class ScriptedMessageChunk(AIMessageChunk):
+    """A streamed piece of a scripted answer; its invalid tool calls stay invalid when added up.
+
+    LangChain adds chunks by concatenating each tool call's argument text and then
+    decides again, by *partial* JSON parsing, which calls are valid: a call whose
+    arguments were cut short (``{"sku": "SKU-1", "quan``) comes back as a valid call
+    with partial arguments, and every invalid call loses its ``error``. These chunks
+    carry the answer's invalid calls (by tool call chunk index) and put them back,
+    exactly, in every sum they take part in: on either side of ``+`` (Python asks a
+    subclass's ``__radd__`` first), as the first operand of a list sum (LangChain's
+    ``merge_chat_generation_chunks``) and from ``sum(chunks)``'s initial 0. A sum
+    that includes the stream's last chunk is a plain :class:`AIMessageChunk` with the
+    calls set explicitly, so ``message_chunk_to_message`` (how LangChain's ``invoke``
+    ends a streamed call) gives an :class:`AIMessage`, not a chunk.
+    """
+
+    _invalid_calls: dict[int, InvalidToolCall] = PrivateAttr(default_factory=dict)
+
+    def __add__(self, other: Any) -> BaseMessageChunk:  # type: ignore[override]  # the base overloads narrow it
+        if isinstance(other, AIMessageChunk):
+            return _add_keeping_invalid_calls(self, other)
+        if isinstance(other, list | tuple) and all(isinstance(o, AIMessageChunk) for o in other):
+            return _add_keeping_invalid_calls(self, *other)
+        result: BaseMessageChunk = super().__add__(other)
+        return result
+
+    def __radd__(self, other: Any) -> BaseMessageChunk:
+        if isinstance(other, AIMessageChunk):
+            return _add_keeping_invalid_calls(other, self)
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self  # sum(chunks) starts from 0
+        return NotImplemented
+
+
+def _add_keeping_invalid_calls(left: AIMessageChunk, *others: AIMessageChunk) -> AIMessageChunk:
+    """``left + others`` as LangChain adds them, with the invalid calls that any
+    :class:`ScriptedMessageChunk` among them carries put back in place of what partial
+    parsing made of their argument text."""
+    merged = add_ai_message_chunks(left, *others)
+    invalid: dict[int, InvalidToolCall] = {}
+    for chunk in (left, *others):
+        if isinstance(chunk, ScriptedMessageChunk):
+            invalid.update(chunk._invalid_calls)
+    tool_calls: list[ToolCall] = []
+    invalid_calls: list[InvalidToolCall] = []
+    for piece in merged.tool_call_chunks:
+        index = piece.get("index")
+        if index is not None and index in invalid:
+            invalid_calls.append(copy.deepcopy(invalid[index]))
+        else:  # what LangChain makes of this one call on its own
+            alone = AIMessageChunk(content="", tool_call_chunks=[piece])
+            tool_calls.extend(alone.tool_calls)
+            invalid_calls.extend(alone.invalid_tool_calls)
+    fields: dict[str, Any] = {
+        "content": merged.content,
+        "additional_kwargs": merged.additional_kwargs,
+        "response_metadata": merged.response_metadata,
+        "usage_metadata": merged.usage_metadata,
+        "id": merged.id,
+        "chunk_position": merged.chunk_position,
+    }
+    if merged.chunk_position == "last":
+        # Given calls and no chunks, AIMessageChunk keeps the calls as they are.
+        return AIMessageChunk(**fields, tool_calls=tool_calls, invalid_tool_calls=invalid_calls)
+    result = ScriptedMessageChunk(**fields, tool_call_chunks=merged.tool_call_chunks)
+    result.tool_calls = tool_calls
+    result.invalid_tool_calls = invalid_calls
+    result._invalid_calls = invalid
+    return result
 
 
 def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
     """``message`` as stream chunks that add up to it again.
 
     Text content word by word; each tool call as two ``tool_call_chunks`` (name and
-    id with the first half of the JSON arguments, then the rest); a last chunk with
+    id with the first half of its JSON arguments, then the rest), invalid calls after
+    the valid ones with their argument text as given; a last chunk with
     ``chunk_position="last"`` carrying usage and metadata, which must appear once
-    since chunk aggregation sums and concatenates them.
+    since chunk aggregation sums and concatenates them. Every chunk is a
+    :class:`ScriptedMessageChunk` carrying the message's invalid calls, so that adding
+    up keeps them invalid, and ``sum(chunks)`` works (see there).
     """
-    pieces: list[AIMessageChunk] = []
+    chunk_type = ScriptedMessageChunk
+    pieces: list[ScriptedMessageChunk] = []
     if isinstance(message.content, str):
-        pieces.extend(AIMessageChunk(content=word, id=message.id) for word in _WORDS.findall(message.content))
+        pieces.extend(chunk_type(content=word, id=message.id) for word in _WORDS.findall(message.content))
     elif message.content:
-        pieces.append(AIMessageChunk(content=message.content, id=message.id))
+        pieces.append(chunk_type(content=copy.deepcopy(message.content), id=message.id))
     raw: list[tuple[str | None, str, str | None]] = [
         (call["name"], json.dumps(call["args"]), call["id"]) for call in message.tool_calls
     ]
@@ -409,17 +559,17 @@ def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
     for index, (name, args, call_id) in enumerate(raw):
         half = len(args) // 2
         pieces.append(
-            AIMessageChunk(
+            chunk_type(
                 content="",
                 id=message.id,
                 tool_call_chunks=[tool_call_chunk(name=name, args=args[:half], id=call_id, index=index)],
             )
         )
         pieces.append(
-            AIMessageChunk(content="", id=message.id, tool_call_chunks=[tool_call_chunk(args=args[half:], index=index)])
+            chunk_type(content="", id=message.id, tool_call_chunks=[tool_call_chunk(args=args[half:], index=index)])
         )
     pieces.append(
-        AIMessageChunk(
+        chunk_type(
             content="" if isinstance(message.content, str) else [],
             id=message.id,
             additional_kwargs=message.additional_kwargs,
@@ -428,6 +578,11 @@ def _chunks(message: AIMessage) -> list[ChatGenerationChunk]:
             chunk_position="last",
         )
     )
+    if message.invalid_tool_calls:
+        first_invalid = len(message.tool_calls)
+        invalid = {first_invalid + i: call for i, call in enumerate(message.invalid_tool_calls)}
+        for piece in pieces:
+            piece._invalid_calls = invalid
     return [ChatGenerationChunk(message=piece) for piece in pieces]
 
 

@@ -77,6 +77,13 @@ is a new message, so it starts with a fresh delivery count.
 Publish, dedup and errors
 -------------------------
 
+Messages are CloudEvents in the NATS binding's *structured* content mode: the
+payload is ``event.to_json()`` (the JSON event format), with the headers
+``Content-Type: application/cloudevents+json`` (how the binding tells structured
+from binary on NATS >= 2.2) and ``traceparent`` (W3C trace context, so tracing
+middleware need not parse payloads); dead letters and replays keep both. Why
+structured and not binary: docs/architecture.md ("Broker backends").
+
 :meth:`JetStreamBus.publish` waits for the stream's PubAck (the broker confirm)
 and sets ``Nats-Msg-Id`` to the event id: a publish retried within the stream's
 duplicate window (2 minutes by default) -- or the same deterministic event
@@ -136,7 +143,7 @@ from nats.js import api as js_api
 
 from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from coordinator.errors import BusClosed, BusError, MalformedEvent
-from coordinator.events import Event, parse_event
+from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 __all__ = ["JetStreamBus"]
 
@@ -162,6 +169,10 @@ _HDR_ERROR: Final = "Coordinator-Error"
 _HDR_DELIVERIES: Final = "Coordinator-Deliveries"
 _HDR_SUBJECT: Final = "Coordinator-Subject"
 _HDR_STATUS: Final = "Status"
+_HDR_CONTENT_TYPE: Final = "Content-Type"
+_HDR_TRACEPARENT: Final = "traceparent"
+# What every copy of an event (dead letter, replay) carries on from the original.
+_EVENT_HEADERS: Final = (_HDR_CONTENT_TYPE, _HDR_TRACEPARENT)
 
 _LAYOUT_MARK = re.compile(r"consumer layout: (per-group|per-subject)")
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]*")
@@ -197,6 +208,11 @@ def _quote_header(value: str) -> str:
     # Header values may carry neither CR/LF nor (reliably) non-ASCII or edge spaces:
     # percent-encode, keeping the common punctuation readable in `nats stream view`.
     return quote(value, safe=":/()[],;='!*@$&+")
+
+
+def _event_headers(event: Event) -> dict[str, str]:
+    """The CloudEvents structured-mode headers of ``event``'s message (see the module docstring)."""
+    return {_HDR_CONTENT_TYPE: CLOUDEVENTS_CONTENT_TYPE, _HDR_TRACEPARENT: event.traceparent}
 
 
 def _status(msg: Msg) -> str | None:
@@ -340,7 +356,7 @@ class JetStreamBus(ClosesOnExit):
                 payload,
                 timeout=_REQUEST_TIMEOUT,
                 stream=self.stream,
-                headers={_HDR_MSG_ID: event.id},
+                headers={_HDR_MSG_ID: event.id, **_event_headers(event)},
             )
         except _NatsFailure as exc:
             raise self._broker_error(f"publishing {event.type} {event.id}", exc) from exc
@@ -437,7 +453,7 @@ class JetStreamBus(ClosesOnExit):
                     timeout=_REQUEST_TIMEOUT,
                     stream=self.stream,
                     # Deduplicates a replay repeated after a crash between publish and delete.
-                    headers={_HDR_MSG_ID: f"replay:{self.dlq_stream}:{seq}"},
+                    headers={_HDR_MSG_ID: f"replay:{self.dlq_stream}:{seq}", **_event_headers(dead.event)},
                 )
                 await conn.js.delete_msg(self.dlq_stream, seq)
             except _NatsFailure as exc:
@@ -746,7 +762,10 @@ class JetStreamBus(ClosesOnExit):
         if the DLQ publish fails, nak it so a later delivery tries again."""
         conn = member.conn
         original_seq = msg.metadata.sequence.stream
-        headers = {
+        carried: dict[str, str] = msg.headers or {}
+        headers: dict[str, str] = {
+            # The original's content type and trace context (a malformed body may have neither).
+            **{name: carried[name] for name in _EVENT_HEADERS if name in carried},
             # A dead-lettering retried after a crash between publish and ack is stored once.
             _HDR_MSG_ID: f"dlq:{_token(member.group)}:{original_seq}",
             _HDR_GROUP: _quote_header(member.group),

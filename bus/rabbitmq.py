@@ -30,10 +30,14 @@ Topology (all durable; ``P`` is ``queue_prefix``, ``X`` the exchange name)
     limit that such peeks could exhaust. ``dead-letters`` is therefore not a valid
     group name.
 
-Messages are persistent (delivery mode 2) with ``message_id = event.id``,
-``type = event.type``, ``content_type = application/json``, the body
-``event.to_json()`` and the event's ``traceparent`` also as a header (so tracing
-middleware need not parse bodies).
+Messages are CloudEvents in the AMQP binding's *structured* content mode: the body
+is ``event.to_json()`` (the JSON event format, every attribute and the data) and
+``content_type = application/cloudevents+json``. They are persistent (delivery mode
+2) with ``message_id = event.id``, ``type = event.type``, ``timestamp = event.time``
+and the event's ``traceparent`` also as a header (so tracing middleware need not
+parse bodies). Why structured and not binary: docs/architecture.md ("Broker
+backends"). Bodies published before (``application/json``, ``causation_id``) are
+still read.
 
 Delivery, redelivery and dead letters
 -------------------------------------
@@ -136,7 +140,7 @@ from pamqp.commands import Basic
 
 from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from coordinator.errors import BusClosed, BusError, MalformedEvent
-from coordinator.events import Event, parse_event
+from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 __all__ = ["MALFORMED_MESSAGE_TYPE", "RabbitMQBus"]
 
@@ -437,7 +441,7 @@ class RabbitMQBus(ClosesOnExit):
         groups = self._routes.get(event.type, ())
         message = aio_pika.Message(
             body,
-            content_type="application/json",
+            content_type=CLOUDEVENTS_CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=DeliveryMode.PERSISTENT,
             message_id=event.id,

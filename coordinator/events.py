@@ -1,8 +1,16 @@
 """The event envelope both coordination modes emit, and how events are minted.
 
-Events use CloudEvents attribute names (``id``, ``source``, ``type``, ``subject``,
-``time``, ``data``) plus ``causation_id`` (the id of the event that caused this one)
-and a W3C ``traceparent``. ``subject`` is always the workflow id.
+An :class:`Event` is a CloudEvents 1.0 event, and :meth:`Event.to_json` is its
+structured-mode JSON form (``application/cloudevents+json``): the byte form the event
+log, the outbox and every bus carry. Attributes: ``specversion``, ``id``, ``source``,
+``type``, ``subject`` (always the workflow id), ``time``, ``datacontenttype``
+(``application/json``) and ``data``, plus two extension attributes -- ``causationid``
+(the id of the event that caused this one; absent on a workflow's start event) and
+``traceparent`` (the W3C trace context, as CloudEvents' distributed-tracing
+extension names it). In Python the cause is ``event.causation_id``; only the
+serialised name is ``causationid``, since CloudEvents allows extension names of
+lowercase letters and digits only. :func:`parse_event` also reads the
+``causation_id`` name of bodies written before (old event-log rows, checkpoints).
 
 Determinism: an event's ``id`` is derived from (seed, subject, type, causation id),
 so the same run emits the same ids, and a redelivered or re-run handler emits an
@@ -18,13 +26,14 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from coordinator.errors import MalformedEvent
 
 __all__ = [
+    "CLOUDEVENTS_CONTENT_TYPE",
     "Clock",
     "Event",
     "EventFactory",
@@ -33,13 +42,23 @@ __all__ = [
     "parse_event",
 ]
 
+CLOUDEVENTS_CONTENT_TYPE: Final = "application/cloudevents+json"
+"""The media type of :meth:`Event.to_json` (CloudEvents JSON event format, structured
+mode); brokers label messages with it so receivers know the body is a whole event."""
+
 _NAMESPACE = uuid.UUID("6f1c1d3e-6a52-4d3c-9a53-6d2f1b0c7e10")
 
 
 class Event(BaseModel):
-    """One domain event: immutable, JSON-serialisable, CloudEvents-shaped."""
+    """One domain event: immutable, a valid CloudEvents 1.0 event.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Serialised (``model_dump``, :meth:`to_json`) with CloudEvents attribute names:
+    the cause as ``causationid``, left out when there is none (CloudEvents has no
+    null attributes). Validated from either ``causationid`` or the older
+    ``causation_id``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: str = Field(min_length=1)
@@ -49,16 +68,29 @@ class Event(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
-    causation_id: str | None = None
+    causation_id: str | None = Field(default=None, alias="causationid", description="the id of the cause")
     traceparent: str = Field(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
 
+    @model_serializer(mode="wrap")
+    def _cloudevents_attributes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # One name whatever by_alias says (pydantic < 2.11 cannot default it), and an
+        # absent cause is an absent attribute: CloudEvents' formats have no null value.
+        attributes: dict[str, Any] = handler(self)
+        cause = attributes.pop("causation_id", None)
+        cause = attributes.pop("causationid", cause)
+        if cause is not None:
+            attributes["causationid"] = cause
+        return attributes
+
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces): the byte form logs and buses carry."""
+        """Canonical JSON (sorted keys, no spaces): the CloudEvents structured-mode
+        body (:data:`CLOUDEVENTS_CONTENT_TYPE`) that logs, the outbox and buses carry."""
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 def parse_event(raw: str | bytes | dict[str, Any]) -> Event:
-    """Parse an envelope from JSON text/bytes or a mapping.
+    """Parse an envelope from JSON text/bytes or a mapping: a CloudEvents structured-mode
+    body as :meth:`Event.to_json` writes it, or one written before with ``causation_id``.
 
     Raises :class:`MalformedEvent` naming the fields that are missing or wrong.
     """

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import (
     AIMessage,
@@ -16,13 +19,15 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    UsageMetadata,
 )
+from langchain_core.messages.tool import invalid_tool_call
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from pydantic import ValidationError
 
-from agents.fake import FAULTS, ScriptedChatModel, fake_model, follow_task, misbehave, scripted
+from agents.fake import FAULTS, ScriptedChatModel, ScriptedMessageChunk, fake_model, follow_task, misbehave, scripted
 from agents.task import Task, render_task
 
 ARGS: dict[str, Any] = {"amount_cents": 2598, "currency": "EUR", "order_id": "o-1001", "payment_method": "tok_visa"}
@@ -84,6 +89,25 @@ def aggregate(chunks: Sequence[BaseMessage]) -> AIMessageChunk:
         assert isinstance(chunk, AIMessageChunk)
         total = total + chunk
     return total
+
+
+def added_up(chunks: Sequence[BaseMessage]) -> AIMessageChunk:
+    """``sum(chunks)``: the fake's chunks add up from 0, like numbers."""
+    pieces = [chunk for chunk in chunks if isinstance(chunk, ScriptedMessageChunk)]
+    assert len(pieces) == len(chunks), "every chunk should be a ScriptedMessageChunk"
+    total = sum(pieces)
+    assert isinstance(total, AIMessageChunk)
+    return total
+
+
+def folded(chunks: Iterable[BaseMessage]) -> AIMessageChunk:
+    """The chunks added as LangChain's standard tests add them: ``full = chunk if full is None else full + chunk``."""
+    full: AIMessageChunk | None = None
+    for chunk in chunks:
+        assert isinstance(chunk, AIMessageChunk)
+        full = chunk if full is None else full + chunk
+    assert full is not None, "the stream yielded nothing"
+    return full
 
 
 def assert_same_answer(streamed: AIMessageChunk, invoked: AIMessage) -> None:
@@ -221,6 +245,148 @@ async def test_astream_aggregates_to_the_invoke_answer() -> None:
     assert_same_answer(streamed, await bound.ainvoke(messages))
     assert [call["id"] for call in streamed.tool_calls] == ["call_1", "call_1_1"]
     assert [call["name"] for call in streamed.tool_calls] == ["charge_payment", "reserve_stock"]
+
+
+TRUNCATED = '{"order_id": "o-1001", "amount_cents": 25'
+"""Arguments cut short: invalid JSON, which LangChain's partial parser would still read as a dict."""
+
+
+def answer_with_a_truncated_call() -> AIMessage:
+    return AIMessage(
+        "Charging now.",
+        invalid_tool_calls=[
+            invalid_tool_call(name="charge_payment", args=TRUNCATED, id="call_1", error="arguments are not valid JSON")
+        ],
+    )
+
+
+def test_an_invalid_call_streams_as_invalid_however_the_chunks_are_added() -> None:
+    model = fake_model(scripted(answer_with_a_truncated_call())).bind_tools(TOOLS)
+
+    invoked = model.invoke(conversation())
+    chunks = list(model.stream(conversation()))
+
+    assert invoked.tool_calls == []
+    assert [c["args"] for c in invoked.invalid_tool_calls] == [TRUNCATED]
+    first, *rest = chunks
+    assert isinstance(first, AIMessageChunk)
+    listed = first + [chunk for chunk in rest if isinstance(chunk, AIMessageChunk)]  # LangChain's own merge
+    for total in (added_up(chunks), aggregate(chunks), folded(chunks), listed):
+        assert isinstance(total, AIMessageChunk)
+        assert_same_answer(total, invoked)
+        assert type(total) is AIMessageChunk  # message_chunk_to_message gives an AIMessage again
+
+
+async def test_an_invalid_call_streams_as_invalid_when_invoked_under_a_streaming_callback() -> None:
+    # astream_events makes ainvoke stream and merge the chunks itself.
+    model = fake_model(scripted(answer_with_a_truncated_call())).bind_tools(TOOLS)
+    ends = [
+        event["data"]["output"]
+        async for event in model.astream_events(conversation(), version="v2")
+        if event["event"] == "on_chat_model_end"
+    ]
+    streamed = aggregate([chunk async for chunk in model.astream(conversation())])
+
+    (end,) = ends
+    assert (
+        end.invalid_tool_calls
+        == streamed.invalid_tool_calls
+        == (await model.ainvoke(conversation())).invalid_tool_calls
+    )
+
+
+# Scripted messages as a provider might answer: text, valid calls with JSON arguments,
+# invalid calls (cut-short, non-object or missing arguments) and usage.
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_ARGS = st.dictionaries(st.text(max_size=8), _JSON, max_size=4)
+_CALL_IDS = st.none() | st.text(alphabet="abc_123", min_size=1, max_size=8)
+
+
+@st.composite
+def _invalid_arguments(draw: st.DrawFn) -> str | None:
+    cut_short = draw(_ARGS.map(json.dumps).filter(lambda text: len(text) > 2))
+    return draw(
+        st.sampled_from([cut_short[: len(cut_short) // 2], cut_short[:-1]])
+        | st.just(None)
+        | st.sampled_from(["", "not json", "[1, 2", '"a string"', "42", '{"a": 1}}'])
+    )
+
+
+_TOOL_CALLS = st.lists(
+    st.builds(lambda name, args, id_: {"name": name, "args": args, "id": id_}, st.text(max_size=10), _ARGS, _CALL_IDS),
+    max_size=3,
+)
+_INVALID_CALLS = st.lists(
+    st.builds(
+        invalid_tool_call,
+        name=st.none() | st.text(max_size=10),
+        args=_invalid_arguments(),
+        id=_CALL_IDS,
+        error=st.none() | st.text(max_size=20),
+    ),
+    max_size=3,
+)
+
+
+def usage_metadata(input_tokens: int, output_tokens: int, cache_read: int | None) -> UsageMetadata:
+    usage = UsageMetadata(
+        input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
+    )
+    if cache_read is not None:
+        usage["input_token_details"] = {"cache_read": cache_read}
+    return usage
+
+
+_COUNTS = st.integers(min_value=0, max_value=10_000)
+_USAGE = st.none() | st.builds(
+    lambda i, o, cache: usage_metadata(i, o, cache),
+    _COUNTS,
+    _COUNTS,
+    st.none() | _COUNTS,
+)
+_CONTENT = st.text(max_size=40) | st.lists(
+    st.builds(lambda text: {"type": "text", "text": text}, st.text(max_size=12)), min_size=1, max_size=2
+)
+
+
+@given(
+    content=_CONTENT,
+    tool_calls=_TOOL_CALLS,
+    invalid_calls=_INVALID_CALLS,
+    usage=_USAGE,
+)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_streamed_chunks_add_up_to_the_invoked_message(
+    content: str | list[str | dict[str, Any]],
+    tool_calls: list[dict[str, Any]],
+    invalid_calls: list[Any],
+    usage: UsageMetadata | None,
+) -> None:
+    scripted_answer = AIMessage(content, tool_calls=tool_calls, invalid_tool_calls=invalid_calls, usage_metadata=usage)
+    model = fake_model(scripted(scripted_answer))
+
+    invoked = model.invoke(conversation())
+    chunks = list(model.stream(conversation()))
+
+    total = added_up(chunks)
+    assert (total.content, total.tool_calls, total.invalid_tool_calls, total.usage_metadata) == (
+        invoked.content,
+        invoked.tool_calls,
+        invoked.invalid_tool_calls,
+        invoked.usage_metadata,
+    )
+    first, *rest = chunks
+    assert isinstance(first, AIMessageChunk)
+    listed = first + [chunk for chunk in rest if isinstance(chunk, AIMessageChunk)]
+    assert (listed.tool_calls, listed.invalid_tool_calls, listed.usage_metadata) == (
+        invoked.tool_calls,
+        invoked.invalid_tool_calls,
+        invoked.usage_metadata,
+    )
 
 
 async def test_astream_events_report_the_stream() -> None:
@@ -505,3 +671,81 @@ def test_misbehave_rejects_an_unknown_fault_naming_the_valid_ones() -> None:
     assert "hallucinate" in str(excinfo.value)
     for fault in FAULTS:
         assert fault in str(excinfo.value)
+
+
+# --------------------------------------------------------------------------- tool_choice
+
+
+@tool
+def magic_function_no_args() -> int:
+    """Calculate a magic function."""
+    return 5
+
+
+QUERY = "What is the value of magic_function()? Use the tool."
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    [
+        "magic_function_no_args",
+        "any",
+        {"type": "function", "function": {"name": "magic_function_no_args"}},
+    ],
+)
+def test_tool_choice_forces_a_call_of_a_tool_without_arguments(tool_choice: Any) -> None:
+    # What langchain_tests' ChatModelIntegrationTests.test_tool_calling_with_no_arguments
+    # asks: invoke and stream each answer with one call of the tool, no arguments.
+    model = fake_model().bind_tools([magic_function_no_args], tool_choice=tool_choice)
+
+    invoked = model.invoke(QUERY)
+    streamed = folded(model.stream(QUERY))
+
+    for answer in (invoked, streamed):
+        assert isinstance(answer, AIMessage)
+        (call,) = answer.tool_calls
+        assert call["name"] == "magic_function_no_args"
+        assert call["args"] == {}
+        assert call["id"] is not None
+        assert call.get("type") == "tool_call"
+
+
+def test_tool_choice_never_overrides_a_task() -> None:
+    model = fake_model().bind_tools([*TOOLS, magic_function_no_args], tool_choice="magic_function_no_args")
+
+    answer = model.invoke(conversation())
+
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("charge_payment", ARGS)]
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "none", None])
+def test_a_tool_choice_that_does_not_force_leaves_the_text_answer(tool_choice: str | None) -> None:
+    answer = fake_model().bind_tools([magic_function_no_args], tool_choice=tool_choice).invoke(QUERY)
+
+    assert answer.tool_calls == []
+    assert "no task" in answer.text
+
+
+def test_any_with_several_tools_forces_nothing() -> None:
+    answer = fake_model().bind_tools([magic_function_no_args, send_email], tool_choice="any").invoke(QUERY)
+
+    assert answer.tool_calls == []
+
+
+def test_a_forced_tool_with_required_arguments_is_refused_naming_them() -> None:
+    model = fake_model().bind_tools(TOOLS, tool_choice="reserve_stock")
+
+    with pytest.raises(ValueError, match="required arguments") as excinfo:
+        model.invoke(QUERY)
+
+    assert "quantity, sku" in str(excinfo.value) or "sku, quantity" in str(excinfo.value)
+    assert "task message" in str(excinfo.value)
+
+
+def test_a_forced_tool_that_is_not_bound_is_refused_naming_the_bound_ones() -> None:
+    model = fake_model().bind_tools([magic_function_no_args], tool_choice="delete_database")
+
+    with pytest.raises(ValueError, match="not bound") as excinfo:
+        model.invoke(QUERY)
+
+    assert "magic_function_no_args" in str(excinfo.value)

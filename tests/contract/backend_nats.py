@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bus import EventBus
+from tests.contract.backend import BackendConfig
 from tests.services import NATS_URL, require_service
 
 if TYPE_CHECKING:
     from bus.nats import JetStreamBus
-    from tests.contract.conftest import BackendConfig
 
 __all__ = ["NATS_BACKENDS", "open_throwaway_jetstream_bus"]
 
@@ -73,22 +73,16 @@ async def _settle_nats(bus: EventBus) -> None:
     await bus.wait_idle(timeout=5.0)
 
 
-def _nats_backends() -> tuple[BackendConfig, ...]:
-    from tests.contract.conftest import BackendConfig  # at call time: conftest imports this module
-
-    return (
-        BackendConfig(
-            name="nats",
-            open=_open_nats,
-            settle=_settle_nats,
-            supports_duplicate_delivery_switch=False,
-            # FIFO per group holds for one event type; on NATS 2.9 (one consumer per
-            # subject) not across the types of a group -- see bus.nats.
-            fifo_per_group=True,
-            drains_on_close=False,
-            marks=(pytest.mark.services,),
-        ),
-    )
-
-
-NATS_BACKENDS: tuple[BackendConfig, ...] = _nats_backends()
+NATS_BACKENDS: tuple[BackendConfig, ...] = (
+    BackendConfig(
+        name="nats",
+        open=_open_nats,
+        settle=_settle_nats,
+        supports_duplicate_delivery_switch=False,
+        # FIFO per group holds for one event type; on NATS 2.9 (one consumer per
+        # subject) not across the types of a group -- see bus.nats.
+        fifo_per_group=True,
+        drains_on_close=False,
+        marks=(pytest.mark.services,),
+    ),
+)

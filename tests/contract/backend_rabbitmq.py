@@ -17,7 +17,7 @@ import pytest
 
 from bus import EventBus
 from bus.rabbitmq import RabbitMQBus
-from tests.contract.conftest import BackendConfig
+from tests.contract.backend import BackendConfig
 from tests.services import RABBITMQ_URL, require_service
 
 __all__ = ["RABBITMQ_BACKENDS", "DisposableRabbitMQBus", "open_rabbitmq_bus"]

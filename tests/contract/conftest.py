@@ -8,44 +8,15 @@ skipped, never rewritten for it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from bus import EventBus, InMemoryBus
+from tests.contract.backend import BackendConfig, BusFactory
 
-
-class BusFactory(Protocol):
-    """Opens a fresh bus. Options the suite passes: ``max_deliveries``,
-    ``redelivery_delay``, ``duplicate_delivery`` (each only when the matching
-    capability flag is set)."""
-
-    def __call__(self, **options: Any) -> Awaitable[EventBus]: ...
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """One backend under test: how to open it, how to wait for it, what it can do.
-
-    * ``settle`` -- waits until the bus has nothing queued, in flight or awaiting
-      redelivery; used to assert that nothing *more* arrives (no extra deliveries).
-    * ``supports_dead_letters`` -- ``dead_letters()``/``replay_dead_letters()`` work.
-    * ``supports_duplicate_delivery_switch`` -- ``duplicate_delivery=True`` is honoured.
-    * ``fifo_per_group`` -- one member with concurrency 1 sees publish order.
-    * ``drains_on_close`` -- ``close()`` handles everything queued before returning
-      (a broker backend may instead leave it in the broker).
-    """
-
-    name: str
-    open: BusFactory
-    settle: Callable[[EventBus], Awaitable[None]]
-    supports_dead_letters: bool = True
-    supports_duplicate_delivery_switch: bool = True
-    fifo_per_group: bool = True
-    drains_on_close: bool = True
-    marks: tuple[pytest.MarkDecorator, ...] = field(default=())
+__all__ = ["BACKENDS", "BackendConfig", "BusFactory"]
 
 
 async def _open_memory(**options: Any) -> EventBus:

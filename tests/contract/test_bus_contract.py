@@ -17,8 +17,7 @@ import pytest
 from bus import EventBus, Handler
 from coordinator.errors import BusClosed
 from coordinator.events import Event, EventFactory
-
-from .conftest import BackendConfig, BusFactory
+from tests.contract.backend import BackendConfig, BusFactory
 
 WAIT = 5.0  # seconds any single wait may take before the test fails
 

@@ -135,6 +135,56 @@ async def test_publishing_the_same_event_twice_delivers_it_once(new_nats_bus: Op
 
 
 @pytest.mark.services
+async def test_messages_dead_letters_and_replays_carry_content_type_and_traceparent(new_nats_bus: OpenBus) -> None:
+    # Structured mode per the NATS binding: the Content-Type header says the payload is
+    # a whole CloudEvent; traceparent travels as a header too. Copies keep both.
+    bus = await new_nats_bus(max_deliveries=1)
+    type_, group = unique("ParcelLost"), unique("claims")
+    seen: list[Any] = []
+    arrived = asyncio.Event()
+    nc = await nats.connect(NATS_URL)
+    try:
+
+        async def tap(msg: Any) -> None:
+            seen.append(msg)
+            arrived.set()
+
+        await nc.subscribe(f"{bus.subject_prefix}.>", cb=tap)
+        await nc.subscribe(f"{bus.subject_prefix}-replay.>", cb=tap)
+        await nc.flush()
+        healthy = False
+        handled = Inbox()
+        inner = handled.handler()
+
+        async def claims(event: Event) -> None:
+            if not healthy:
+                raise RuntimeError("claims desk closed")
+            await inner(event)
+
+        await bus.subscribe(group, [type_], claims)
+        (event,) = make_events(type_, 1)
+        await bus.publish(event)
+        await bus.wait_idle(timeout=WAIT)
+        (letter_headers,) = await dlq_headers(bus)
+        healthy = True
+        assert await bus.replay_dead_letters(group) == 1
+        await handled.wait_for(1)
+        async with asyncio.timeout(WAIT):
+            while len(seen) < 2:
+                arrived.clear()
+                await arrived.wait()
+    finally:
+        await nc.close()
+
+    expected = {"Content-Type": "application/cloudevents+json", "traceparent": event.traceparent}
+    published, replayed = seen
+    for headers in (published.headers, letter_headers, replayed.headers):
+        assert {k: headers[k] for k in expected} == expected
+    assert published.headers["Nats-Msg-Id"] == event.id
+    assert published.data == replayed.data == event.to_json().encode()
+
+
+@pytest.mark.services
 async def test_in_progress_keeps_a_slow_handler_from_being_redelivered(new_nats_bus: OpenBus) -> None:
     bus = await new_nats_bus(ack_wait=0.6)
     type_ = unique("QuoteRequested")

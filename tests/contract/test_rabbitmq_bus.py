@@ -208,7 +208,7 @@ async def test_publishing_to_a_group_whose_queue_was_deleted_is_an_error_not_a_s
 
 
 @pytest.mark.services
-async def test_messages_carry_id_type_persistence_and_traceparent(new_bus: OpenBus) -> None:
+async def test_messages_are_structured_cloudevents_with_id_type_persistence_and_traceparent(new_bus: OpenBus) -> None:
     bus = await new_bus()
     type_, group = unique("Traced"), unique("tap")
     await bus.subscribe(group, [type_], Recorder())
@@ -224,7 +224,7 @@ async def test_messages_carry_id_type_persistence_and_traceparent(new_bus: OpenB
         message = await until(lambda: tap.get(fail=False))
     assert message.message_id == event.id
     assert message.type == type_
-    assert message.content_type == "application/json"
+    assert message.content_type == "application/cloudevents+json"  # the AMQP binding's structured mode
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.headers["traceparent"] == event.traceparent
     assert message.body == event.to_json().encode()
