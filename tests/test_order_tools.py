@@ -67,10 +67,10 @@ def test_order_rejects_a_wrong_total() -> None:
         ),
         (order_data(items=[]), ("items",), "at least 1 item"),
         ({k: v for k, v in order_data().items() if k != "shipping_address"}, ("shipping_address",), "Field required"),
-        (order_data(currency="eur"), ("currency",), "pattern"),
+        (order_data(currency="eur"), ("currency",), "must be written in capitals: 'EUR'"),
         (order_data(shipping_address={**ADDRESS, "country": "nl"}), ("shipping_address", "country"), "pattern"),
         (order_data(order_id=""), ("order_id",), "at least 1 character"),
-        (order_data(order_id="a/b"), ("order_id",), "pattern"),
+        (order_data(order_id="a/b"), ("order_id",), "contains '/' (U+002F) at position 1"),
         (order_data(coupon="FREE"), ("coupon",), "Extra inputs"),
     ],
 )
