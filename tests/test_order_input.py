@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agents.orders import ORDER_FULFILMENT
+from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
+from coordinator import MODES, RunSettings, WorkflowStatus, arun_workflow
 from coordinator.cli import app
+from coordinator.context import ToolCallContext, idempotency_key, idempotency_key_prefix
 from coordinator.errors import InvalidInput
+from coordinator.events import EventFactory, LogicalClock
+from coordinator.invariants import check_runs
+from coordinator.saga import Saga
+from coordinator.settings import Backoff
+from tools.sandbox import Sandbox
 
+FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001), compensation_retries=Backoff(initial_delay=0.001))
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}
 
 
@@ -220,3 +228,68 @@ def test_hostile_lines_are_named_by_the_cli_and_the_good_one_runs(
     assert "hostile.jsonl:6: field `customer`: String should have at most 200 characters" in errors
     assert "Traceback" not in result.output
     assert "1 runs: 1 completed, 0 compensated; 6 input problem(s)" in result.stdout
+
+
+# -- a Unicode order id runs end to end: its idempotency keys are percent-encoded ------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_order_id_in_any_script_completes_in_either_mode(mode: str) -> None:
+    sandbox = Sandbox()
+    async with sandbox.client() as client:
+        orders = [order_data(order_id="ü-1"), order_data(order_id="%C3%BC-1"), order_data(order_id="注文-x")]
+        results = [
+            await arun_workflow(ORDER_FULFILMENT, order, agents=order_agents(client=client), mode=mode, settings=FAST)
+            for order in orders
+        ]
+    assert [(r.workflow_id, r.status, r.reason) for r in results] == [
+        ("ü-1", WorkflowStatus.COMPLETED, None),
+        ("%C3%BC-1", WorkflowStatus.COMPLETED, None),
+        ("注文-x", WorkflowStatus.COMPLETED, None),
+    ]
+    assert check_order_effects(sandbox, results) == []
+    # ü-1 and the id spelled like its encoding get keys of their own: each order its own effects.
+    keys = sorted(r.idempotency_key for r in sandbox.inventory.reservations.values())
+    assert keys == [
+        "%25C3%25BC-1/inventory/reserve_stock",
+        "%C3%BC-1/inventory/reserve_stock",
+        "%E6%B3%A8%E6%96%87-x/inventory/reserve_stock",
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_control_character_in_an_id_is_refused_before_anything_runs(mode: str) -> None:
+    sandbox = Sandbox()
+    async with sandbox.client() as client:
+        for order_id in ("o-1\x00", "o-1\x1b"):
+            with pytest.raises(InvalidInput, match=r"order_id: .* \(a control character\)"):
+                await arun_workflow(
+                    ORDER_FULFILMENT, order_data(order_id=order_id), agents=order_agents(client=client), mode=mode
+                )
+    assert sandbox.request_counts == {"inventory": 0, "payment": 0, "shipping": 0}
+
+
+@pytest.mark.parametrize(
+    ("parts", "key"),
+    [
+        (("o-1001", "payment", "charge_payment"), "o-1001/payment/charge_payment"),
+        (("ü-1", "payment", "charge_payment"), "%C3%BC-1/payment/charge_payment"),
+        (("50%", "payment", "charge_payment"), "50%25/payment/charge_payment"),
+        (("a/b", "c", "d"), "a%2Fb/c/d"),
+        (("a b\x00\ud800", "c", "d"), "a%20b%00%ED%A0%80/c/d"),
+        (("O_1.2:3#x@y+z~!", "s", "a"), "O_1.2:3#x@y+z~!/s/a"),
+    ],
+)
+def test_an_idempotency_key_is_printable_ascii_and_one_to_one(parts: tuple[str, str, str], key: str) -> None:
+    assert idempotency_key(*parts) == key == ToolCallContext(*parts).idempotency_key
+    assert key.isascii() and key.isprintable() and " " not in key
+    assert key.startswith(idempotency_key_prefix(parts[0]))
+
+
+def test_an_effect_made_twice_under_an_encoded_key_is_laid_at_its_unicode_run() -> None:
+    saga = Saga(ORDER_FULFILMENT, factory=EventFactory(clock=LogicalClock()))
+    started = saga.started("ü-1", order_data(order_id="ü-1"))
+    report = check_runs(ORDER_FULFILMENT, {"ü-1": [started]}, effects_by_key={idempotency_key("ü-1", "a", "b"): 2})
+    (violation,) = [v for v in report.violations if v.rule == "effect-once"]
+    assert violation.workflow_id == "ü-1"
+    assert violation.message == "idempotency key '%C3%BC-1/a/b' produced 2 effects"
