@@ -193,7 +193,9 @@ class OrderItem(BaseModel):
     """One order line: a SKU, how many, at what unit price (cents).
 
     When validated with ``context={"known_skus": <collection>}`` an unknown SKU is
-    rejected, naming it and the known ones.
+    rejected, naming it and the known ones; with ``context={"catalogue_prices":
+    {sku: cents}}`` a unit price other than the catalogue's is rejected, naming the
+    SKU, the stated and the catalogue price.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -216,6 +218,18 @@ class OrderItem(BaseModel):
                 else f"unknown SKU {_shown(sku)}; the catalogue is empty"
             )
         return sku
+
+    @field_validator("unit_price_cents")
+    @classmethod
+    def _catalogue_price(cls, price: int, info: ValidationInfo) -> int:
+        prices = _context(info, "catalogue_prices")
+        sku = info.data.get("sku")  # absent when the SKU itself was refused
+        if prices is not None and sku in prices and price != prices[sku]:
+            raise ValueError(
+                f"{sku} costs {prices[sku]} cents in the catalogue, not the stated {price}; "
+                f"prices come from the catalogue: state {prices[sku]}"
+            )
+        return price
 
 
 class Address(BaseModel):
@@ -241,6 +255,12 @@ class Order(BaseModel):
     ISO 4217 code (:data:`ISO_4217_CURRENCIES`). ``total_cents`` is derived from the
     items and is included in dumps; when an input carries it, it must match, and it
     is never stored.
+
+    Prices come from the catalogue: the inventory service prices the reservation and
+    the charge is the reservation's total, whatever the order states. When the
+    validation context knows the catalogue (``known_skus``, ``catalogue_prices``,
+    ``catalogue_currency``, as the order app's environment gives it), an order that
+    states another price or currency is refused here, before anything runs.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -274,6 +294,14 @@ class Order(BaseModel):
                 "split it into several orders"
             )
         return items
+
+    @field_validator("currency")
+    @classmethod
+    def _catalogue_currency(cls, currency: str, info: ValidationInfo) -> str:
+        priced_in = _context(info, "catalogue_currency")
+        if priced_in is not None and currency != priced_in:
+            raise ValueError(f"the catalogue prices in {priced_in}, not {currency}; order in {priced_in}")
+        return currency
 
     @field_validator("claimed_total_cents")
     @classmethod
@@ -335,6 +363,11 @@ class ReserveStockArgs(BaseModel):
     order_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="the order the stock is held for")
     items: list[LineItem] = Field(
         min_length=1, max_length=MAX_ORDER_LINES, description="every SKU and quantity of the order"
+    )
+    # Not checked against ISO 4217 here: the guard holds it to the order's (validated)
+    # currency, and the service refuses a currency its catalogue does not price in.
+    currency: str = Field(
+        min_length=1, max_length=MAX_TEXT_LENGTH, description="the order's ISO 4217 code, e.g. 'EUR': prices are in it"
     )
 
 
@@ -430,8 +463,10 @@ def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -
     """
     urls = urls if urls is not None else ServiceUrls()
 
-    async def reserve_stock(order_id: str, items: list[LineItem], config: RunnableConfig) -> dict[str, Any]:
-        body = {"order_id": order_id, "items": _items_json(items)}
+    async def reserve_stock(
+        order_id: str, items: list[LineItem], currency: str, config: RunnableConfig
+    ) -> dict[str, Any]:
+        body = {"order_id": order_id, "items": _items_json(items), "currency": currency}
         context = tool_call_context(config)
         return await call_service(client, "POST", f"{urls.inventory}/reservations", json=body, context=context)
 
@@ -469,9 +504,11 @@ def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -
     tools = [
         _tool(
             "reserve_stock",
-            "Reserve stock for an order: holds every listed SKU and quantity, all or nothing. "
-            "Returns {reservation_id, order_id, items, status: 'held'}. Fails if a SKU is unknown "
-            "or out of stock.",
+            "Reserve stock for an order: holds every listed SKU and quantity, all or nothing, and prices "
+            "them from the catalogue in the order's currency. Returns {reservation_id, order_id, "
+            "items: [{sku, quantity, unit_price_cents}], total_cents, currency, status: 'held'}; "
+            "total_cents is what the order costs. Fails if a SKU is unknown or out of stock, or the "
+            "catalogue does not price in that currency.",
             ReserveStockArgs,
             reserve_stock,
         ),
