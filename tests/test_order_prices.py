@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents, order_fulfilment_app
+from agents.orders import ORDER_FULFILMENT, charge_facts, check_order_effects, order_agents, order_fulfilment_app
 from coordinator import MODES, LogicalClock, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, arun_workflow
 from coordinator.app import AppOptions
 from coordinator.cli import app
-from coordinator.errors import InvalidInput
+from coordinator.errors import InvalidInput, WorkflowDefinitionError
 from coordinator.settings import Backoff
 from tools.order_invariants import check_orders
 from tools.sandbox import CatalogueItem, Sandbox, Scenario
@@ -207,3 +207,16 @@ async def test_a_charge_of_the_stated_total_instead_of_the_catalogues_is_caught_
     assert report.by_rule == {"order-effects": 1, "money": 1}
     (effects,) = [v for v in report.violations if v.rule == "order-effects"]
     assert effects.message == "charged 2 EUR, the order's catalogue total is 240 EUR"
+
+
+def test_the_charge_facts_read_the_reservation_and_name_what_a_foreign_service_left_out() -> None:
+    order = order_data()
+    done = {"inventory": {"reservation_id": "res_1", "total_cents": 240, "currency": "EUR"}}
+    assert charge_facts(order, done) == {
+        "order_id": "o-cheap",
+        "amount_cents": 240,
+        "currency": "EUR",
+        "payment_method": "tok_visa",
+    }
+    with pytest.raises(WorkflowDefinitionError, match=r"the inventory step's result has no 'total_cents'"):
+        charge_facts(order, {"inventory": {"reservation_id": "res_1"}})
