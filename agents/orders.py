@@ -9,7 +9,7 @@ only see a :class:`~coordinator.workflow.Workflow`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,10 +20,11 @@ from agents.agent import Agent
 from agents.fake import ScriptedChatModel
 from agents.models import parse_model_options
 from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
+from coordinator.errors import WorkflowDefinitionError
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.workflow import Step, StepEvents, Workflow
 from tools.orders import Order, ServiceUrls, order_tools
-from tools.sandbox import RemoteSandboxState, Sandbox, SandboxState, Scenario
+from tools.sandbox import OrderEffects, RemoteSandboxState, Sandbox, SandboxState, Scenario
 
 __all__ = [
     "ORDER_FULFILMENT",
@@ -38,16 +39,31 @@ def _items(order: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def reservation_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Reserve exactly the order's items."""
-    return {"order_id": order["order_id"], "items": _items(order)}
+    """Reserve exactly the order's items, priced in its currency."""
+    return {"order_id": order["order_id"], "items": _items(order), "currency": order["currency"]}
+
+
+def reserved_total(done: Mapping[str, Mapping[str, Any]]) -> tuple[int, str]:
+    """What the order costs: the total and currency the inventory service priced the
+    reservation at, from the catalogue (never the prices the order states)."""
+    reservation = done["inventory"]
+    try:
+        return int(reservation["total_cents"]), str(reservation["currency"])
+    except KeyError as exc:
+        raise WorkflowDefinitionError(
+            f"the inventory step's result has no {exc.args[0]!r}: the order workflow charges the total the "
+            "inventory service priced the reservation at; run it against a service that answers with "
+            "total_cents and currency (tools.sandbox does)"
+        ) from exc
 
 
 def charge_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Charge exactly the order total, in its currency, to its payment method."""
+    """Charge the reservation's catalogue total, in its currency, to the order's payment method."""
+    total, currency = reserved_total(done)
     return {
         "order_id": order["order_id"],
-        "amount_cents": order_total(order),
-        "currency": order["currency"],
+        "amount_cents": total,
+        "currency": currency,
         "payment_method": order["payment_method"],
     }
 
@@ -57,19 +73,16 @@ def shipment_facts(order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any
     return {"order_id": order["order_id"], "address": order["shipping_address"], "items": _items(order)}
 
 
-def order_total(order: Mapping[str, Any]) -> int:
-    """The order's total in cents."""
-    return sum(i["quantity"] * i["unit_price_cents"] for i in order["items"])
-
-
 def payment_approval(
     order: Mapping[str, Any], done: Mapping[str, Mapping[str, Any]], parameters: Mapping[str, Any]
 ) -> str | None:
     """A person approves a charge above ``parameters["approval_threshold_cents"]`` (no
-    threshold: no approvals)."""
+    threshold: no approvals); the charge is the reservation's catalogue total."""
     threshold = parameters.get("approval_threshold_cents")
-    total = order_total(order)
-    if threshold is None or total <= int(threshold):
+    if threshold is None:
+        return None
+    total, _ = reserved_total(done)
+    if total <= int(threshold):
         return None
     return f"the total {total} cents is above the approval threshold of {threshold} cents"
 
@@ -119,7 +132,7 @@ ORDER_FULFILMENT = Workflow(
 INSTRUCTIONS = {
     "inventory": (
         "You are the inventory agent of a shop. You reserve stock for orders by calling your tool. "
-        "Use exactly the order id and items you are given; never invent items or quantities."
+        "Use exactly the order id, items and currency you are given; never invent items or quantities."
     ),
     "payment": (
         "You are the payment agent of a shop. You charge customers by calling your tool. "
@@ -168,8 +181,9 @@ def order_agents(
 def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]) -> list[str]:
     """Inconsistencies between the orders' outcomes and the services' state.
 
-    A completed order holds exactly one reservation, one captured charge of its
-    total and one scheduled shipment, and nothing else; a compensated order holds
+    A completed order holds exactly one reservation, priced at the catalogue's
+    prices, one captured charge of that reservation's total in its currency, and one
+    scheduled shipment, and nothing else; a compensated order holds
     nothing (whatever it made is released, refunded, cancelled) and made each kind
     of effect at most once; stock is conserved (initial stock minus held
     reservations). Returns one line per problem, empty when consistent.
@@ -182,10 +196,7 @@ def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]
         if result.status is WorkflowStatus.COMPLETED:
             if effects.counts != completed:
                 problems.append(f"{order_id}: completed but holds {effects.counts}, want {completed}")
-            total = Order.model_validate(result.events[0].data["input"]).total_cents
-            charged = [c.amount_cents for c in effects.charges]
-            if charged != [total]:
-                problems.append(f"{order_id}: charged {charged}, want exactly [{total}]")
+            problems += _priced_and_charged(sandbox, order_id, effects)
         elif result.status is WorkflowStatus.COMPENSATED:
             if effects.outstanding:
                 problems.append(f"{order_id}: compensated but still holds {effects.outstanding}")
@@ -203,6 +214,35 @@ def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]
                 f"stock of {sku} is {sandbox.inventory.stock[sku]}, want {initial} - {held.get(sku, 0)} held"
             )
     return problems
+
+
+def _priced_and_charged(sandbox: SandboxState, order_id: str, effects: OrderEffects) -> list[str]:
+    """A completed order's reservation is priced from the catalogue and its charge is
+    exactly that total, in that currency."""
+    if len(effects.reservations) != 1:
+        return []  # reported as a count by the caller
+    (reservation,) = effects.reservations
+    prices = sandbox.inventory.unit_prices
+    problems = [
+        f"{order_id}: reserved {item.sku} at {item.unit_price_cents} cents, "
+        f"the catalogue's price is {prices.get(item.sku)}"
+        for item in reservation.items
+        if item.unit_price_cents != prices.get(item.sku)
+    ]
+    total = sum(item.quantity * item.unit_price_cents for item in reservation.items)
+    if reservation.total_cents != total:
+        problems.append(f"{order_id}: the reservation totals {reservation.total_cents}, its items {total}")
+    charged = [(c.amount_cents, c.currency) for c in effects.charges]
+    wanted = [(reservation.total_cents, reservation.currency)]
+    if charged != wanted:
+        problems.append(f"{order_id}: charged {charged}, want exactly {wanted} (the reservation's catalogue total)")
+    return problems
+
+
+def _catalogue_context(skus: Iterable[str], unit_prices: Mapping[str, int], currency: str) -> dict[str, Any]:
+    """What input validation knows of the catalogue: an order naming another SKU,
+    price or currency is refused before it runs (see :class:`~tools.orders.Order`)."""
+    return {"known_skus": set(skus), "catalogue_prices": dict(unit_prices), "catalogue_currency": currency}
 
 
 def _chosen_models(options: AppOptions) -> dict[str, BaseChatModel]:
@@ -227,7 +267,9 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
 
             yield AppEnvironment(
                 agents=order_agents(client=client, model=models, urls=ServiceUrls.at(base_url)),
-                validation_context={"known_skus": set(remote.inventory.initial_stock)},
+                validation_context=_catalogue_context(
+                    remote.inventory.initial_stock, remote.inventory.unit_prices, remote.inventory.currency
+                ),
                 check=check_remote,
             )
         return
@@ -244,7 +286,9 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
 
             yield AppEnvironment(
                 agents=order_agents(client=client, model=models),
-                validation_context={"known_skus": set(scenario.catalogue)},
+                validation_context=_catalogue_context(
+                    scenario.catalogue, sandbox.inventory.unit_prices, sandbox.inventory.currency
+                ),
                 check=check_local,
                 extras={"sandbox": sandbox},
             )

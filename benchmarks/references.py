@@ -101,7 +101,11 @@ async def fulfil_order(order: Order, tools: Mapping[str, BaseTool]) -> bool:
     undo: list[tuple[BaseTool, ToolCallContext, dict[str, Any]]] = []
     try:
         reservation = await _call(
-            tools["reserve_stock"], ToolCallContext(oid, "inventory", "reserve_stock"), order_id=oid, items=items
+            tools["reserve_stock"],
+            ToolCallContext(oid, "inventory", "reserve_stock"),
+            order_id=oid,
+            items=items,
+            currency=order.currency,
         )
         undo.append(
             (
@@ -114,8 +118,9 @@ async def fulfil_order(order: Order, tools: Mapping[str, BaseTool]) -> bool:
             tools["charge_payment"],
             ToolCallContext(oid, "payment", "charge_payment"),
             order_id=oid,
-            amount_cents=order.total_cents,
-            currency=order.currency,
+            # What the order costs is what the inventory priced it at, as in our workflow.
+            amount_cents=reservation["total_cents"],
+            currency=reservation["currency"],
             payment_method=order.payment_method,
         )
         undo.append(

@@ -11,19 +11,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from langchain_core.runnables import RunnableConfig
 
 from coordinator.errors import InvalidArguments
 
-__all__ = ["CONTEXT_KEY", "ToolCallContext", "idempotency_key", "tool_call_context"]
+__all__ = ["CONTEXT_KEY", "ToolCallContext", "idempotency_key", "idempotency_key_prefix", "tool_call_context"]
 
 CONTEXT_KEY = "coordinator"
 
+# Printable ASCII is kept as it is, so the key of an ASCII id reads as the id does
+# (and is what it always was); '%' (the escape) and '/' (the separator) are encoded.
+_KEY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%/")
+
+
+def _key_part(text: str) -> str:
+    # surrogatepass: even a lone surrogate has an encoding, so no id can make this raise.
+    return quote(text, safe=_KEY_SAFE, encoding="utf-8", errors="surrogatepass")
+
 
 def idempotency_key(workflow_id: str, step: str, action: str) -> str:
-    """The key for one effect: the same (workflow, step, action) always maps to it."""
-    return f"{workflow_id}/{step}/{action}"
+    """The key for one effect: ``<workflow id>/<step>/<action>``, each part percent-encoded.
+
+    The same (workflow, step, action) always maps to the same key and different ones
+    never do. The key is printable ASCII, so it fits an HTTP header whatever the
+    workflow id's script: printable ASCII other than ``%`` and ``/`` is kept, anything
+    else is percent-encoded as UTF-8 (``o-1001/payment/charge_payment``,
+    ``%C3%BC-1/payment/charge_payment`` for the order ``ü-1``).
+    """
+    return f"{_key_part(workflow_id)}/{_key_part(step)}/{_key_part(action)}"
+
+
+def idempotency_key_prefix(workflow_id: str) -> str:
+    """What every idempotency key of ``workflow_id`` starts with (its encoded id and ``/``)."""
+    return f"{_key_part(workflow_id)}/"
 
 
 @dataclass(frozen=True, slots=True)

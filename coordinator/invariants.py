@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from coordinator.context import idempotency_key_prefix
 from coordinator.eventlog import causal_order
 from coordinator.events import Event, EventFactory
 from coordinator.results import WorkflowResult, WorkflowStatus
@@ -234,7 +235,7 @@ def check_runs(
     if effects_by_key is not None:
         for key, count in sorted(effects_by_key.items()):
             if count > 1:
-                owner = next((w for w in runs if key.startswith(f"{w}/")), None)
+                owner = next((w for w in runs if key.startswith(idempotency_key_prefix(w))), None)
                 trace = render_trace(runs[owner]) if owner is not None else ()
                 report.violations.append(
                     Violation("effect-once", owner, f"idempotency key {key!r} produced {count} effects", trace)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from coordinator.errors import InvalidInput, WorkflowDefinitionError
 
@@ -171,7 +172,8 @@ class Workflow(BaseModel):
         """Validate one input against ``input_model``.
 
         ``context`` is handed to pydantic validators (e.g. the catalogue of known
-        SKUs). Raises :class:`InvalidInput` listing every offending field.
+        SKUs). Raises :class:`InvalidInput` listing every offending field, each with
+        the validator's own message (without pydantic's ``"Value error, "`` prefix).
         """
         try:
             if isinstance(raw, (str, bytes)):
@@ -182,10 +184,23 @@ class Workflow(BaseModel):
                 raw = raw.model_dump(mode="json")
             return self.input_model.model_validate(raw, context=context)
         except ValidationError as exc:
-            errors = [(".".join(str(p) for p in e["loc"]) or "<root>", e["msg"]) for e in exc.errors()]
+            errors = [(".".join(str(p) for p in e["loc"]) or "<root>", _message(e)) for e in exc.errors()]
             detail = "; ".join(f"{path}: {msg}" for path, msg in errors)
             raise InvalidInput(f"invalid {self.input_model.__name__}: {detail}", errors=errors) from exc
 
     def workflow_id(self, validated: BaseModel) -> str:
         """The id of the workflow run for a validated input."""
         return str(getattr(validated, self.id_field))
+
+
+def _message(error: ErrorDetails) -> str:
+    """One validation error's message as a user should read it.
+
+    pydantic prefixes what a validator raised with its kind ("Value error, unknown SKU
+    ..."); the validator's own message already says what is wrong and what to do.
+    """
+    if error["type"] in ("value_error", "assertion_error"):
+        cause = (error.get("ctx") or {}).get("error")
+        if cause is not None and str(cause):
+            return str(cause)
+    return error["msg"]

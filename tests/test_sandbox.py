@@ -106,7 +106,12 @@ async def test_reserve_and_release_conserve_stock(sandbox: Sandbox, client: http
     body = r.json()
     assert body["status"] == "held"
     assert body["order_id"] == "o-1"
-    assert body["items"] == [{"sku": "SKU-APPLE", "quantity": 3}, {"sku": "SKU-FIG", "quantity": 2}]
+    # Priced from the catalogue (apple 120, fig 275), in its currency.
+    assert body["items"] == [
+        {"sku": "SKU-APPLE", "quantity": 3, "unit_price_cents": 120},
+        {"sku": "SKU-FIG", "quantity": 2, "unit_price_cents": 275},
+    ]
+    assert (body["total_cents"], body["currency"]) == (3 * 120 + 2 * 275, "EUR")
     assert sandbox.inventory.stock["SKU-APPLE"] == 97
     assert sandbox.inventory.stock["SKU-FIG"] == 98
     assert sandbox.inventory.reservations[body["reservation_id"]].status == "held"

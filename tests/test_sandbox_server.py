@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -17,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.orders import ORDER_FULFILMENT, order_fulfilment_app
+from coordinator.app import AppOptions
 from coordinator.context import ToolCallContext
-from coordinator.errors import BusinessFailure
+from coordinator.errors import BusinessFailure, InvalidInput
 from tools.orders import ServiceUrls, order_tools
 from tools.sandbox import SANDBOX_BASE_URL, RemoteSandboxState, Sandbox, SandboxState
 from tools.sandbox.__main__ import main
@@ -81,7 +84,7 @@ async def place_order(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     tools = order_tools(client=client, urls=ServiceUrls.at(url))
     answers: dict[str, Any] = {
         "reserve": await tools["reserve_stock"].ainvoke(
-            {"order_id": "o-1", "items": ITEMS}, config=context("o-1", "inventory", "reserve_stock")
+            {"order_id": "o-1", "items": ITEMS, "currency": "EUR"}, config=context("o-1", "inventory", "reserve_stock")
         ),
         "charge": await tools["charge_payment"].ainvoke(
             {"order_id": "o-1", "amount_cents": 515, "currency": "EUR", "payment_method": "tok_visa"},
@@ -154,11 +157,39 @@ async def test_remote_state_matches_the_in_process_state() -> None:
         )
         remote = await RemoteSandboxState.fetch(client, SANDBOX_BASE_URL)
     assert_same_state(remote, sandbox)
+    assert remote.inventory.unit_prices == sandbox.inventory.unit_prices
+    assert remote.inventory.currency == sandbox.inventory.currency == "EUR"
     assert remote.payment.charges == sandbox.payment.charges
     assert remote.shipping.shipments == sandbox.shipping.shipments
     assert remote.inventory.held() == sandbox.inventory.held() == {"SKU-APPLE": 2, "SKU-FIG": 1}
     assert remote.effects_for("o-1").outstanding == sandbox.effects_for("o-1").outstanding
     assert len(remote.effects_for("o-1").outstanding) == 2
+
+
+async def test_orders_against_served_services_are_validated_against_their_catalogue(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"catalogue": {"SKU-X": {"name": "X", "unit_price_cents": 5, "stock": 9}}}))
+    async with (
+        served(tmp_path / "server.log", "--scenario", str(scenario)) as server,
+        order_fulfilment_app.environment(AppOptions(services=server.url)) as env,
+    ):
+        context = env.validation_context
+    assert context == {"known_skus": {"SKU-X"}, "catalogue_prices": {"SKU-X": 5}, "catalogue_currency": "EUR"}
+    order = {
+        "order_id": "o-1",
+        "customer": "Ada",
+        "items": [{"sku": "SKU-X", "quantity": 2, "unit_price_cents": 1}],
+        "payment_method": "tok_visa",
+        "shipping_address": ADDRESS,
+    }
+    with pytest.raises(InvalidInput) as info:
+        ORDER_FULFILMENT.validate_input(order, context=context)
+    assert info.value.errors == [
+        (
+            "items.0.unit_price_cents",
+            "SKU-X costs 5 cents in the catalogue, not the stated 1; prices come from the catalogue: state 5",
+        )
+    ]
 
 
 def test_bad_arguments_exit_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,12 +4,14 @@ On top of the workflow-agnostic rules of :func:`coordinator.invariants.check_run
 (every run ended, no event caused twice, compensations complete, no effect twice,
 what each step holds), :func:`check_orders` checks:
 
-* ``order-effects`` -- a completed order holds exactly one reservation of its items,
-  one captured charge of its total in its currency and one scheduled shipment; a
+* ``order-effects`` -- a completed order holds exactly one reservation of its items
+  priced at the catalogue's prices, one captured charge of its catalogue total in
+  the catalogue's currency (never the prices the order states) and one scheduled
+  shipment; a
   compensated order made each kind of effect at most once and holds none of them
   (released, refunded, cancelled);
-* ``money`` -- per currency, money charged minus money refunded equals the totals of
-  the completed orders (plus what orders needing attention still hold);
+* ``money`` -- per currency, money charged minus money refunded equals the catalogue
+  totals of the completed orders (plus what orders needing attention still hold);
 * ``stock`` -- for every SKU, available + held = initial stock, and what is held is
   exactly what the completed orders (and orders needing attention) reserved;
 * ``stray-effect`` -- the services hold nothing for an order that was not run.
@@ -32,7 +34,7 @@ from tools.sandbox.idempotency import ServiceCounters
 from tools.sandbox.payment import Charge
 from tools.sandbox.shipping import Shipment
 
-__all__ = ["ORDER_ACTIONS", "OrderServices", "check_orders", "order_total"]
+__all__ = ["ORDER_ACTIONS", "OrderServices", "catalogue_total", "check_orders"]
 
 #: The order tools whose effects the sandbox records, by action -> kind of record.
 ORDER_ACTIONS: dict[str, str] = {
@@ -65,9 +67,14 @@ class OrderServices(Protocol):
     def effects_for(self, order_id: str) -> OrderEffects: ...
 
 
-def order_total(order: Mapping[str, Any]) -> int:
-    """An order input's total in cents (quantity x unit price over its items)."""
-    return sum(int(i["quantity"]) * int(i["unit_price_cents"]) for i in order.get("items", []))
+def catalogue_total(order: Mapping[str, Any], unit_prices: Mapping[str, int]) -> int | None:
+    """What an order input costs at the catalogue's ``unit_prices`` (quantity x price
+    over its items), whatever prices it states; ``None`` if it names a SKU the
+    catalogue does not have."""
+    items = order.get("items", [])
+    if any(item["sku"] not in unit_prices for item in items):
+        return None
+    return sum(int(item["quantity"]) * unit_prices[item["sku"]] for item in items)
 
 
 def _input(events: Sequence[Event], started_event: str) -> dict[str, Any]:
@@ -147,11 +154,22 @@ def _order_effects(
                     wanted[item["sku"]] += int(item["quantity"])
                 if reserved != wanted:
                     problem(f"reserved {dict(reserved)}, the order has {dict(wanted)}")
+            inventory = services.inventory
+            total = catalogue_total(order, inventory.unit_prices)
+            if "reservation" in kinds and len(effects.reservations) == 1:
+                reservation = effects.reservations[0]
+                if (reservation.total_cents, reservation.currency) != (total, inventory.currency):
+                    problem(
+                        f"reserved at {reservation.total_cents} {reservation.currency}, "
+                        f"the order's catalogue total is {total} {inventory.currency}"
+                    )
             if "charge" in kinds and len(effects.charges) == 1:
                 charge = effects.charges[0]
-                total = order_total(order)
-                if (charge.amount_cents, charge.currency) != (total, order.get("currency", charge.currency)):
-                    problem(f"charged {charge.amount_cents} {charge.currency}, the order's total is {total}")
+                if (charge.amount_cents, charge.currency) != (total, inventory.currency):
+                    problem(
+                        f"charged {charge.amount_cents} {charge.currency}, "
+                        f"the order's catalogue total is {total} {inventory.currency}"
+                    )
         elif status == "compensated":
             for kind in sorted(kinds):
                 if len(records[kind]) > 1:
@@ -188,7 +206,8 @@ def _money_and_stock(
         status = statuses.get(order_id)
         order = _input(events, workflow.started_event)
         if status == "completed":
-            owed[str(order.get("currency", "EUR"))] += order_total(order)
+            # What the order costs is the catalogue's price, in the catalogue's currency.
+            owed[services.inventory.currency] += catalogue_total(order, services.inventory.unit_prices) or 0
             for item in order.get("items", []):
                 reserved[item["sku"]] += int(item["quantity"])
         elif status == "needs_attention":

@@ -22,23 +22,24 @@ Each action's result carries the id its compensation takes (``reservation_id``,
 # evaluated annotations make that lookup ~5x cheaper and immune to unresolvable names
 # (which would silently drop the config, and with it the idempotency key).
 
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from urllib.parse import quote
 
 import httpx
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     ValidationError,
     ValidationInfo,
     computed_field,
     field_validator,
-    model_validator,
 )
 
 from coordinator.context import tool_call_context
@@ -46,6 +47,10 @@ from coordinator.errors import InvalidArguments
 from tools.http import call_service
 
 __all__ = [
+    "ISO_4217_CURRENCIES",
+    "MAX_AMOUNT_CENTS",
+    "MAX_ORDER_LINES",
+    "MAX_QUANTITY",
     "Address",
     "CancelShipmentArgs",
     "ChargePaymentArgs",
@@ -62,6 +67,125 @@ __all__ = [
 
 _MAX_LISTED_SKUS = 20
 
+# -- bounds and vocabularies of the order input -------------------------------------------
+
+#: Most units one order line may ask for.
+MAX_QUANTITY = 1_000_000
+#: Most cents a unit price, and an order's total, may be (10 billion in the main unit).
+#: Every number of an order stays far inside the 64 bits that checkpoints, events
+#: and the services' stores hold, whatever is multiplied or summed.
+MAX_AMOUNT_CENTS = 10**12
+#: Most lines one order may have.
+MAX_ORDER_LINES = 1_000
+#: Longest order id, SKU, payment token and free-text field, in characters.
+MAX_ID_LENGTH = 200
+MAX_SKU_LENGTH = 64
+MAX_TEXT_LENGTH = 200
+
+#: ISO 4217 codes of the currencies money changes hands in (list one, 2025): every
+#: active national and regional currency. Left out on purpose: funds and units of
+#: account (BOV, CHE, CHW, CLF, COU, MXV, USN, UYI, UYW, XDR, XSU, XUA), precious
+#: metals (XAG, XAU, XPD, XPT), bond-market units (XBA-XBD), the test code XTS and
+#: XXX, "no currency".
+_ISO_4217_CODES = """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL
+    BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP
+    ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR
+    IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL
+    LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR
+    NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD
+    SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH
+    UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+"""
+ISO_4217_CURRENCIES = frozenset(_ISO_4217_CODES.split())
+
+_SHOWN_CHARACTERS = 40
+
+# Characters refused in one-line text, by Unicode category: controls (NUL, ESC, tab,
+# newline...), line breaks, and code points that are not characters at all.
+_NOT_TEXT = {
+    "Cc": "a control character",
+    "Cs": "a surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message quotes it, cut short: a 50 MB name must not flood a log."""
+    if isinstance(value, str) and len(value) > _SHOWN_CHARACTERS:
+        value = value[:_SHOWN_CHARACTERS] + "..."
+    return repr(value)
+
+
+def _character(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def _one_line_text(value: str) -> str:
+    for position, char in enumerate(value):
+        kind = _NOT_TEXT.get(unicodedata.category(char))
+        if kind is not None:
+            raise ValueError(
+                f"{_shown(value)} contains {_character(char)} ({kind}) at position {position}; "
+                "use printable text on one line"
+            )
+    return value
+
+
+def _identifier(value: str) -> str:
+    # An id names the workflow in events, logs, URLs and idempotency keys: one printable
+    # word. Any script is welcome (headers get it percent-encoded, see coordinator.context);
+    # whitespace, '/' and invisible characters are not, since two ids that look alike
+    # must not name two orders.
+    for position, char in enumerate(value):
+        if char == "/" or char.isspace() or not char.isprintable():
+            kind = _NOT_TEXT.get(unicodedata.category(char)) or ("whitespace" if char.isspace() else "")
+            what = f"{_character(char)} ({kind})" if kind else f"{char!r} ({_character(char)})"
+            raise ValueError(
+                f"{_shown(value)} contains {what} at position {position}; an id is one word of printable "
+                "characters, without whitespace or '/'"
+            )
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    # Strict, with a message that names the value: in lax mode pydantic would take
+    # "3" as 3 and true as 1 (a bool is an int in Python).
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'{_shown(value)} is not a whole number; write it as a JSON integer, e.g. 3, not "3"')
+    return value
+
+
+def _iso_currency(code: str) -> str:
+    if code not in ISO_4217_CURRENCIES:
+        if code.upper() in ISO_4217_CURRENCIES:
+            raise ValueError(f"{_shown(code)} must be written in capitals: {code.upper()!r}")
+        raise ValueError(
+            f"{_shown(code)} is not the ISO 4217 code of a currency one can pay in; "
+            "use one such as 'EUR', 'USD' or 'GBP'"
+        )
+    return code
+
+
+#: An order id: one printable word (any script), no whitespace, '/' or control characters.
+OrderId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_identifier)]
+#: A line of free text: printable characters (spaces included), no control characters.
+OneLineText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH), AfterValidator(_one_line_text)]
+#: A count of units: a JSON integer (never a string or a boolean), 1 to MAX_QUANTITY.
+Quantity = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, gt=0, le=MAX_QUANTITY)]
+#: An amount in cents: a JSON integer, 0 to MAX_AMOUNT_CENTS.
+Cents = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, ge=0, le=MAX_AMOUNT_CENTS)]
+#: An ISO 4217 currency code one can pay in (see ISO_4217_CURRENCIES).
+Currency = Annotated[str, AfterValidator(_iso_currency)]
+
+
+def _context(info: ValidationInfo, key: str) -> Any:
+    return info.context.get(key) if isinstance(info.context, Mapping) else None
+
+
 # -- the order input --------------------------------------------------------------------
 
 
@@ -69,28 +193,43 @@ class OrderItem(BaseModel):
     """One order line: a SKU, how many, at what unit price (cents).
 
     When validated with ``context={"known_skus": <collection>}`` an unknown SKU is
-    rejected, naming it and the known ones.
+    rejected, naming it and the known ones; with ``context={"catalogue_prices":
+    {sku: cents}}`` a unit price other than the catalogue's is rejected, naming the
+    SKU, the stated and the catalogue price.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sku: str = Field(min_length=1, description="catalogue SKU, e.g. 'SKU-APPLE'")
-    quantity: int = Field(gt=0, description="units ordered")
-    unit_price_cents: int = Field(ge=0, description="price of one unit, in cents")
+    sku: str = Field(min_length=1, max_length=MAX_SKU_LENGTH, description="catalogue SKU, e.g. 'SKU-APPLE'")
+    quantity: Quantity = Field(description=f"units ordered, 1 to {MAX_QUANTITY}")
+    unit_price_cents: Cents = Field(description="price of one unit, in cents")
 
     @field_validator("sku")
     @classmethod
     def _known_sku(cls, sku: str, info: ValidationInfo) -> str:
-        known = info.context.get("known_skus") if isinstance(info.context, Mapping) else None
+        _one_line_text(sku)
+        known = _context(info, "known_skus")
         if known is not None and sku not in known:
             listed = sorted(str(s) for s in known)
             more = f" (and {len(listed) - _MAX_LISTED_SKUS} more)" if len(listed) > _MAX_LISTED_SKUS else ""
             raise ValueError(
-                f"unknown SKU {sku!r}; known SKUs: {', '.join(listed[:_MAX_LISTED_SKUS])}{more}"
+                f"unknown SKU {_shown(sku)}; known SKUs: {', '.join(listed[:_MAX_LISTED_SKUS])}{more}"
                 if listed
-                else f"unknown SKU {sku!r}; the catalogue is empty"
+                else f"unknown SKU {_shown(sku)}; the catalogue is empty"
             )
         return sku
+
+    @field_validator("unit_price_cents")
+    @classmethod
+    def _catalogue_price(cls, price: int, info: ValidationInfo) -> int:
+        prices = _context(info, "catalogue_prices")
+        sku = info.data.get("sku")  # absent when the SKU itself was refused
+        if prices is not None and sku in prices and price != prices[sku]:
+            raise ValueError(
+                f"{sku} costs {prices[sku]} cents in the catalogue, not the stated {price}; "
+                f"prices come from the catalogue: state {prices[sku]}"
+            )
+        return price
 
 
 class Address(BaseModel):
@@ -98,29 +237,46 @@ class Address(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, description="recipient")
-    line1: str = Field(min_length=1, description="street and number")
-    city: str = Field(min_length=1)
-    postcode: str = Field(min_length=1)
+    name: OneLineText = Field(description="recipient")
+    line1: OneLineText = Field(description="street and number")
+    city: OneLineText
+    postcode: Annotated[str, Field(min_length=1, max_length=20), AfterValidator(_one_line_text)]
     country: str = Field(pattern=r"^[A-Z]{2}$", description="two uppercase letters, e.g. 'NL'")
 
 
 class Order(BaseModel):
     """A customer order: the input of the order saga (reserve, charge, ship).
 
-    ``order_id`` is the workflow id, so it becomes part of idempotency keys and URLs:
-    it may not contain whitespace or ``/``. ``total_cents`` is derived from the items
-    and is included in dumps; when an input carries it, it must match.
+    Every field is bounded (see ``MAX_*``): numbers are JSON integers (never strings
+    or booleans) within their bounds, text has a maximum length and no control
+    characters. ``order_id`` is the workflow id: one word of printable characters in
+    any script, without whitespace or ``/`` (it is percent-encoded where it goes into
+    a header, see :func:`coordinator.context.idempotency_key`). ``currency`` is an
+    ISO 4217 code (:data:`ISO_4217_CURRENCIES`). ``total_cents`` is derived from the
+    items and is included in dumps; when an input carries it, it must match, and it
+    is never stored.
+
+    Prices come from the catalogue: the inventory service prices the reservation and
+    the charge is the reservation's total, whatever the order states. When the
+    validation context knows the catalogue (``known_skus``, ``catalogue_prices``,
+    ``catalogue_currency``, as the order app's environment gives it), an order that
+    states another price or currency is refused here, before anything runs.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    order_id: str = Field(min_length=1, max_length=200, pattern=r"^[^\s/]+$")
-    customer: str = Field(min_length=1)
-    items: list[OrderItem] = Field(min_length=1)
-    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. 'EUR'")
-    payment_method: str = Field(min_length=1, description="payment token, e.g. 'tok_visa'")
+    order_id: OrderId
+    customer: OneLineText
+    items: list[OrderItem] = Field(min_length=1, max_length=MAX_ORDER_LINES)
+    currency: Currency = Field(default="EUR", description="ISO 4217 code, e.g. 'EUR'")
+    payment_method: OneLineText = Field(description="payment token, e.g. 'tok_visa'")
     shipping_address: Address
+    # total_cents appears in dumps (so workflow facts can use it); accept it back on
+    # input, checked against the items, but never keep it (two equal orders must not
+    # differ by whether their input stated the total).
+    claimed_total_cents: Cents | None = Field(
+        default=None, alias="total_cents", exclude=True, repr=False, description="optional; must match the items"
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -128,22 +284,36 @@ class Order(BaseModel):
         """Sum of quantity x unit price over the items."""
         return sum(item.quantity * item.unit_price_cents for item in self.items)
 
-    @model_validator(mode="wrap")
+    @field_validator("items")
     @classmethod
-    def _derived_total(cls, data: Any, handler: "ModelWrapValidatorHandler[Order]") -> "Order":
-        # total_cents appears in dumps (so workflow facts can use it); accept it back on
-        # input, but only when it agrees with the items, and never store it.
-        claimed: Any = None
-        if isinstance(data, Mapping) and "total_cents" in data:
-            claimed = data["total_cents"]
-            data = {k: v for k, v in data.items() if k != "total_cents"}
-        order = handler(data)
-        if claimed is not None and claimed != order.total_cents:
+    def _bounded_total(cls, items: list[OrderItem]) -> list[OrderItem]:
+        total = sum(item.quantity * item.unit_price_cents for item in items)
+        if total > MAX_AMOUNT_CENTS:
             raise ValueError(
-                f"total_cents {claimed!r} does not match the items' total {order.total_cents}; "
-                "omit total_cents or correct it"
+                f"the items total {total} cents, more than the {MAX_AMOUNT_CENTS} one order may total; "
+                "split it into several orders"
             )
-        return order
+        return items
+
+    @field_validator("currency")
+    @classmethod
+    def _catalogue_currency(cls, currency: str, info: ValidationInfo) -> str:
+        priced_in = _context(info, "catalogue_currency")
+        if priced_in is not None and currency != priced_in:
+            raise ValueError(f"the catalogue prices in {priced_in}, not {currency}; order in {priced_in}")
+        return currency
+
+    @field_validator("claimed_total_cents")
+    @classmethod
+    def _matching_total(cls, claimed: int | None, info: ValidationInfo) -> None:
+        items = info.data.get("items")
+        if claimed is not None and items is not None:
+            total = sum(item.quantity * item.unit_price_cents for item in items)
+            if claimed != total:
+                raise ValueError(
+                    f"total_cents {claimed} does not match the items' total {total}; omit total_cents or correct it"
+                )
+        return None
 
 
 # -- service locations ------------------------------------------------------------------
@@ -181,8 +351,8 @@ class LineItem(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sku: str = Field(min_length=1, description="catalogue SKU, e.g. 'SKU-APPLE'")
-    quantity: int = Field(gt=0, description="number of units, at least 1")
+    sku: str = Field(min_length=1, max_length=MAX_SKU_LENGTH, description="catalogue SKU, e.g. 'SKU-APPLE'")
+    quantity: int = Field(gt=0, le=MAX_QUANTITY, description=f"number of units, 1 to {MAX_QUANTITY}")
 
 
 class ReserveStockArgs(BaseModel):
@@ -190,8 +360,15 @@ class ReserveStockArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(min_length=1, description="the order the stock is held for")
-    items: list[LineItem] = Field(min_length=1, description="every SKU and quantity of the order")
+    order_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="the order the stock is held for")
+    items: list[LineItem] = Field(
+        min_length=1, max_length=MAX_ORDER_LINES, description="every SKU and quantity of the order"
+    )
+    # Not checked against ISO 4217 here: the guard holds it to the order's (validated)
+    # currency, and the service refuses a currency its catalogue does not price in.
+    currency: str = Field(
+        min_length=1, max_length=MAX_TEXT_LENGTH, description="the order's ISO 4217 code, e.g. 'EUR': prices are in it"
+    )
 
 
 class ReleaseStockArgs(BaseModel):
@@ -207,10 +384,14 @@ class ChargePaymentArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(min_length=1, description="the order being paid")
-    amount_cents: int = Field(gt=0, description="the order total in cents (an integer, e.g. 1250 for 12.50)")
-    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. 'EUR'")
-    payment_method: str = Field(min_length=1, description="the order's payment token, e.g. 'tok_visa'")
+    order_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="the order being paid")
+    amount_cents: int = Field(
+        gt=0, le=MAX_AMOUNT_CENTS, description="the order total in cents (an integer, e.g. 1250 for 12.50)"
+    )
+    currency: Currency = Field(description="ISO 4217 code, e.g. 'EUR'")
+    payment_method: str = Field(
+        min_length=1, max_length=MAX_TEXT_LENGTH, description="the order's payment token, e.g. 'tok_visa'"
+    )
 
 
 class RefundPaymentArgs(BaseModel):
@@ -226,9 +407,11 @@ class ScheduleShipmentArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(min_length=1, description="the order being shipped")
+    order_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="the order being shipped")
     address: Address = Field(description="the order's shipping address")
-    items: list[LineItem] = Field(min_length=1, description="every SKU and quantity to ship")
+    items: list[LineItem] = Field(
+        min_length=1, max_length=MAX_ORDER_LINES, description="every SKU and quantity to ship"
+    )
 
 
 class CancelShipmentArgs(BaseModel):
@@ -280,8 +463,10 @@ def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -
     """
     urls = urls if urls is not None else ServiceUrls()
 
-    async def reserve_stock(order_id: str, items: list[LineItem], config: RunnableConfig) -> dict[str, Any]:
-        body = {"order_id": order_id, "items": _items_json(items)}
+    async def reserve_stock(
+        order_id: str, items: list[LineItem], currency: str, config: RunnableConfig
+    ) -> dict[str, Any]:
+        body = {"order_id": order_id, "items": _items_json(items), "currency": currency}
         context = tool_call_context(config)
         return await call_service(client, "POST", f"{urls.inventory}/reservations", json=body, context=context)
 
@@ -319,9 +504,11 @@ def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -
     tools = [
         _tool(
             "reserve_stock",
-            "Reserve stock for an order: holds every listed SKU and quantity, all or nothing. "
-            "Returns {reservation_id, order_id, items, status: 'held'}. Fails if a SKU is unknown "
-            "or out of stock.",
+            "Reserve stock for an order: holds every listed SKU and quantity, all or nothing, and prices "
+            "them from the catalogue in the order's currency. Returns {reservation_id, order_id, "
+            "items: [{sku, quantity, unit_price_cents}], total_cents, currency, status: 'held'}; "
+            "total_cents is what the order costs. Fails if a SKU is unknown or out of stock, or the "
+            "catalogue does not price in that currency.",
             ReserveStockArgs,
             reserve_stock,
         ),

@@ -52,7 +52,7 @@ from tools.sandbox.scenario import Scenario
 __all__ = ["BUSY_TIMEOUT_S", "SCHEMA_VERSION", "KeyRow", "RecordRow", "SandboxDatabase"]
 
 #: Version of the file layout; a file written by another version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: reservations carry their catalogue prices, total and currency
 #: How long a writer waits for another connection's write lock before failing.
 BUSY_TIMEOUT_S = 10.0
 

@@ -2,16 +2,19 @@
 
 Routes (mounted at ``/inventory`` by :class:`tools.sandbox.Sandbox`):
 
-* ``POST /reservations {order_id, items: [{sku, quantity}]}`` -> 201
-  ``{reservation_id, order_id, items, status: "held"}``; takes the stock of every
-  item or of none. Unknown SKU or not enough stock -> 409 business refusal.
+* ``POST /reservations {order_id, items: [{sku, quantity}], currency?}`` -> 201
+  ``{reservation_id, order_id, items: [{sku, quantity, unit_price_cents}],
+  total_cents, currency, status: "held"}``; takes the stock of every item or of
+  none, and prices it from the catalogue: the answer is what the order costs,
+  whatever the order said. Unknown SKU, not enough stock, a ``currency`` other than
+  the catalogue's, or a total above ``MAX_AMOUNT_CENTS`` -> 409 business refusal.
 * ``POST /reservations/{reservation_id}/release`` -> 200
   ``{reservation_id, status: "released"}``; gives the stock back. Releasing again is
   a no-op with the same answer; an unknown id -> 404.
 * ``GET /reservations[?order_id=...]`` -> ``{"reservations": [...]}`` (full records,
   with ``idempotency_key``)
-* ``GET /catalogue`` -> ``{"items": [{sku, name, unit_price_cents, stock, initial_stock}]}``
-  (``stock``: units available now)
+* ``GET /catalogue`` -> ``{"currency": "EUR", "items": [{sku, name, unit_price_cents,
+  stock, initial_stock}]}`` (``stock``: units available now)
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from tools.sandbox.idempotency import Answer, EffectRequest, Refused, business, ok, parse_body
 from tools.sandbox.resource import Line, ResourceService
-from tools.sandbox.scenario import Scenario
+from tools.sandbox.scenario import MAX_AMOUNT_CENTS, Scenario
 
 if TYPE_CHECKING:
     from tools.sandbox.database import SandboxDatabase
@@ -38,25 +41,32 @@ __all__ = ["InventoryService", "Reservation", "ReservedItem"]
 class _ReservationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(min_length=1)
-    items: list[Line] = Field(min_length=1)
+    order_id: str = Field(min_length=1, max_length=200)
+    items: list[Line] = Field(min_length=1, max_length=1_000)
+    # The currency the caller will pay in; None takes the catalogue's.
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
 
 
 @dataclass(frozen=True, slots=True)
 class ReservedItem:
-    """A SKU and the quantity a reservation holds of it."""
+    """A SKU, the quantity a reservation holds of it and its catalogue unit price."""
 
     sku: str
     quantity: int
+    unit_price_cents: int
 
 
 @dataclass(slots=True)
 class Reservation:
-    """Stock held for an order; ``status`` goes ``held`` -> ``released`` at most once."""
+    """Stock held for an order at catalogue prices; ``status`` goes ``held`` ->
+    ``released`` at most once. ``total_cents`` (in ``currency``) is what the order
+    costs: the sum of quantity x unit price over ``items``."""
 
     reservation_id: str
     order_id: str
     items: tuple[ReservedItem, ...]
+    total_cents: int
+    currency: str
     status: Literal["held", "released"]
     idempotency_key: str
 
@@ -65,7 +75,11 @@ class Reservation:
         return {
             "reservation_id": self.reservation_id,
             "order_id": self.order_id,
-            "items": [{"sku": i.sku, "quantity": i.quantity} for i in self.items],
+            "items": [
+                {"sku": i.sku, "quantity": i.quantity, "unit_price_cents": i.unit_price_cents} for i in self.items
+            ],
+            "total_cents": self.total_cents,
+            "currency": self.currency,
             "status": self.status,
         }
 
@@ -79,7 +93,9 @@ class Reservation:
         return cls(
             reservation_id=data["reservation_id"],
             order_id=data["order_id"],
-            items=tuple(ReservedItem(i["sku"], i["quantity"]) for i in data["items"]),
+            items=tuple(ReservedItem(i["sku"], i["quantity"], i["unit_price_cents"]) for i in data["items"]),
+            total_cents=data["total_cents"],
+            currency=data["currency"],
             status=data["status"],
             idempotency_key=data["idempotency_key"],
         )
@@ -111,6 +127,16 @@ class InventoryService(ResourceService[Reservation]):
         """Reservation id -> :class:`Reservation` (the live records)."""
         return self.records
 
+    @property
+    def unit_prices(self) -> dict[str, int]:
+        """The catalogue's unit price of each SKU, in cents of :attr:`currency`."""
+        return {sku: item.unit_price_cents for sku, item in self.scenario.catalogue.items()}
+
+    @property
+    def currency(self) -> str:
+        """The currency the catalogue prices in."""
+        return self.scenario.currency
+
     def held(self) -> dict[str, int]:
         """Units currently held by ``held`` reservations, per SKU."""
         with self.store.lock:
@@ -125,6 +151,9 @@ class InventoryService(ResourceService[Reservation]):
 
     def _new_record(self, req: EffectRequest, record_id: str) -> Reservation:
         parsed = parse_body(_ReservationRequest, req.body)
+        currency = self.scenario.currency
+        if parsed.currency is not None and parsed.currency != currency:
+            raise Refused(business(f"the catalogue prices in {currency}, not {parsed.currency}; order in {currency}"))
         wanted: dict[str, int] = {}
         for line in parsed.items:
             # Repeated SKUs are summed so the all-or-nothing check sees the real demand.
@@ -137,12 +166,25 @@ class InventoryService(ResourceService[Reservation]):
                 raise Refused(business(f"unknown SKU {sku!r}; known SKUs: {known}"))
             if self.stock[sku] < quantity:
                 raise Refused(business(f"insufficient stock for {sku}: wanted {quantity}, available {self.stock[sku]}"))
+        # The price is the catalogue's, never the caller's: this answer is what the order costs.
+        prices = self.scenario.catalogue
+        items = tuple(ReservedItem(line.sku, line.quantity, prices[line.sku].unit_price_cents) for line in parsed.items)
+        total = sum(item.quantity * item.unit_price_cents for item in items)
+        if total > MAX_AMOUNT_CENTS:
+            raise Refused(
+                business(
+                    f"the order totals {total} cents at catalogue prices, more than the {MAX_AMOUNT_CENTS} "
+                    "one reservation may hold; split the order"
+                )
+            )
         for sku, quantity in wanted.items():
             self.stock[sku] -= quantity
         return Reservation(
             reservation_id=record_id,
             order_id=parsed.order_id,
-            items=tuple(ReservedItem(line.sku, line.quantity) for line in parsed.items),
+            items=items,
+            total_cents=total,
+            currency=currency,
             status="held",
             idempotency_key=req.key,
         )
@@ -188,7 +230,7 @@ class InventoryService(ResourceService[Reservation]):
             }
             for sku, item in self.scenario.catalogue.items()
         ]
-        return ok({"items": items})
+        return ok({"currency": self.scenario.currency, "items": items})
 
     async def _get_catalogue(self, request: Request) -> Response:
         return await self.store.read(request, self._catalogue)

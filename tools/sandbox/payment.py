@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.sandbox.idempotency import EffectRequest, Refused, business, parse_body, transient
 from tools.sandbox.resource import ResourceService
+from tools.sandbox.scenario import MAX_AMOUNT_CENTS
 
 __all__ = ["Charge", "PaymentService"]
 
@@ -28,10 +29,10 @@ __all__ = ["Charge", "PaymentService"]
 class _ChargeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    order_id: str = Field(min_length=1)
-    amount_cents: int = Field(gt=0)
+    order_id: str = Field(min_length=1, max_length=200)
+    amount_cents: int = Field(gt=0, le=MAX_AMOUNT_CENTS)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_method: str = Field(min_length=1)
+    payment_method: str = Field(min_length=1, max_length=200)
 
 
 @dataclass(slots=True)

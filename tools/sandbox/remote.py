@@ -3,7 +3,7 @@
 :meth:`RemoteSandboxState.fetch` GETs the three collections and the catalogue of a
 served sandbox (``python -m tools.sandbox``) and rebuilds the same records, so a
 check written against :class:`~tools.sandbox.app.Sandbox` -- ``effects_for``,
-``inventory.stock`` / ``.initial_stock`` / ``.reservations`` (the
+``inventory.stock`` / ``.initial_stock`` / ``.reservations`` / ``.unit_prices`` (the
 :class:`~tools.sandbox.app.SandboxState` protocol) -- runs unchanged::
 
     async with httpx.AsyncClient() as client:
@@ -34,11 +34,14 @@ T = TypeVar("T", Reservation, Charge, Shipment)
 
 @dataclass(slots=True)
 class RemoteInventory:
-    """The inventory as fetched: reservations by id, available and initial stock by SKU."""
+    """The inventory as fetched: reservations by id, available and initial stock and
+    catalogue unit price by SKU, and the currency the catalogue prices in."""
 
     reservations: dict[str, Reservation] = field(default_factory=dict)
     stock: dict[str, int] = field(default_factory=dict)
     initial_stock: dict[str, int] = field(default_factory=dict)
+    unit_prices: dict[str, int] = field(default_factory=dict)
+    currency: str = "EUR"
 
     def held(self) -> dict[str, int]:
         """Units held by ``held`` reservations, per SKU."""
@@ -86,6 +89,8 @@ class RemoteSandboxState:
             reservations=await _records(client, f"{base}/inventory/reservations", Reservation.from_dict),
             stock={item["sku"]: item["stock"] for item in catalogue["items"]},
             initial_stock={item["sku"]: item["initial_stock"] for item in catalogue["items"]},
+            unit_prices={item["sku"]: item["unit_price_cents"] for item in catalogue["items"]},
+            currency=catalogue["currency"],
         )
         return cls(
             inventory=inventory,

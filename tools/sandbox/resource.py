@@ -55,8 +55,8 @@ class Line(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(gt=0, le=1_000_000)
 
 
 class Record(Protocol):

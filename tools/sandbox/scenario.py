@@ -18,16 +18,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coordinator.errors import InvalidInput
 
-__all__ = ["CatalogueItem", "Scenario", "default_catalogue"]
+__all__ = ["MAX_AMOUNT_CENTS", "CatalogueItem", "Scenario", "default_catalogue"]
+
+#: Most cents a unit price, and one reservation's or charge's total, may be: the
+#: services refuse more, so every amount they store fits in 64 bits.
+MAX_AMOUNT_CENTS = 10**12
 
 
 class CatalogueItem(BaseModel):
-    """One SKU the inventory service sells: display name, unit price, initial stock."""
+    """One SKU the inventory service sells: display name, unit price (in cents of the
+    scenario's ``currency``), initial stock."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    unit_price_cents: int = Field(ge=0)
+    unit_price_cents: int = Field(ge=0, le=MAX_AMOUNT_CENTS)
     stock: int = Field(ge=0)
 
 
@@ -46,8 +51,10 @@ def default_catalogue() -> dict[str, CatalogueItem]:
 class Scenario(BaseModel):
     """The sandbox's world and its injected faults.
 
-    * ``catalogue`` -- SKU -> :class:`CatalogueItem` (initial stock); defaults to
-      :func:`default_catalogue`;
+    * ``catalogue`` -- SKU -> :class:`CatalogueItem` (price, initial stock); defaults
+      to :func:`default_catalogue`;
+    * ``currency`` -- the ISO 4217 code the catalogue's prices are in (``EUR``); the
+      inventory service prices reservations in it and refuses any other;
     * ``declined_cards`` -- payment methods the payment service declines (a business
       refusal);
     * ``unshippable_countries`` -- ISO country codes the shipping service refuses;
@@ -62,6 +69,7 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     catalogue: dict[str, CatalogueItem] = Field(default_factory=default_catalogue)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     declined_cards: frozenset[str] = frozenset({"tok_declined"})
     unshippable_countries: frozenset[str] = frozenset({"AQ"})
     flaky_cards: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: {"tok_flaky": 2})
