@@ -89,59 +89,45 @@ class Inbox:
 
 
 class StatusProjection:
-    """Collects each run's events and resolves a waiter when the run ends.
+    """Sees every event go by and wakes whoever waits for a run to end or pause.
 
-    Not a coordinator: it only reads events. ``status`` keeps the latest status of
-    the runs it saw end or pause (the most recent ``capacity`` of them).
+    Not a coordinator, and not a store: a run's result is read from the event log
+    (every event is logged before it is published, so the log holds a run's whole
+    chain by the time its end can be seen), never from what arrived here, in
+    whatever order the bus delivered it. ``status`` keeps the latest status of the
+    runs it saw end or pause (the most recent ``capacity`` of them).
     """
 
-    def __init__(self, saga: Saga) -> None:
+    def __init__(self, saga: Saga, *, capacity: int = 8_192) -> None:
         self.saga = saga
         self.status: OrderedDict[str, str] = OrderedDict()
-        self.capacity = 8_192
-        self._events: dict[str, dict[str, Event]] = {}
-        self._waiters: dict[str, asyncio.Future[list[Event]]] = {}
-        self._ended = Inbox()
+        self.capacity = capacity
+        self._waiters: dict[str, asyncio.Future[Event]] = {}
 
-    def _set_status(self, workflow_id: str, status: str) -> None:
-        self.status[workflow_id] = status
-        self.status.move_to_end(workflow_id)
-        if len(self.status) > self.capacity:
-            self.status.popitem(last=False)
-
-    def expect(self, workflow_id: str) -> asyncio.Future[list[Event]]:
-        """A future that resolves to ``workflow_id``'s events when it ends."""
-        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._waiters[workflow_id] = future
-        return future
+    def expect(self, workflow_id: str) -> asyncio.Future[Event]:
+        """A future that resolves to the next terminal or pause event of ``workflow_id``."""
+        waiter = self._waiters.get(workflow_id)
+        if waiter is None or waiter.done():
+            waiter = self._waiters[workflow_id] = asyncio.get_running_loop().create_future()
+        return waiter
 
     def forget(self, workflow_id: str) -> None:
         self._waiters.pop(workflow_id, None)
-        self._events.pop(workflow_id, None)
-
-    def last_event(self, workflow_id: str) -> Event | None:
-        events = list(self._events.get(workflow_id, {}).values())
-        return events[-1] if events else None
 
     async def record(self, event: Event) -> None:
-        if event.subject in self._ended:
-            return  # a late duplicate of an ended run
-        events = self._events.setdefault(event.subject, {})
-        events.setdefault(event.id, event)
         if self.saga.is_terminal(event.type):
-            self._ended.add(event.subject)
-            self._set_status(event.subject, str(event.data.get("status", "completed")))
-            collected = list(self._events.pop(event.subject).values())
-            waiter = self._waiters.pop(event.subject, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(collected)
+            status = str(event.data.get("status", "completed"))
         elif self.saga.is_pause(event.type):
-            # Not an end: the run waits for a person. Whoever waits gets the events so
-            # far; the projection keeps collecting for when the run goes on.
-            self._set_status(event.subject, "awaiting_approval")
-            waiter = self._waiters.pop(event.subject, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(list(events.values()))
+            status = "awaiting_approval"
+        else:
+            return
+        self.status[event.subject] = status
+        self.status.move_to_end(event.subject)
+        if len(self.status) > self.capacity:
+            self.status.popitem(last=False)
+        waiter = self._waiters.pop(event.subject, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event)
 
 
 class Choreography:
@@ -391,10 +377,9 @@ class Choreography:
         await self.start()
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
-        waiter = self.projection.expect(workflow_id)
         await self._watch(workflow_id)
         await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
-        events = await self._wait(workflow_id, waiter)
+        events = await self._wait(workflow_id)
         return await self._unwatch(
             workflow_id, self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
         )
@@ -418,11 +403,10 @@ class Choreography:
         if self.saga.is_terminal(last.type) or self.saga.is_pause(last.type):
             return self.saga.result(workflow_id, known, mode=self.mode)
         started = time.perf_counter()
-        waiter = self.projection.expect(workflow_id)
         await self._watch(workflow_id, fresh=True)
         await self._announce(last)
-        events = await self._wait(workflow_id, waiter)
-        result = self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        events = await self._wait(workflow_id)
+        result = self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
         return await self._unwatch(workflow_id, result)
 
     async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
@@ -435,7 +419,6 @@ class Choreography:
         requested = known[-1]
         step = self.runner.workflow.step(requested.data["step"])
         started = time.perf_counter()
-        waiter = self.projection.expect(workflow_id)
         decided = self.saga.approval_decided(
             step,
             approved=bool(decision.get("approved")),
@@ -445,38 +428,54 @@ class Choreography:
         )
         await self._watch(workflow_id, fresh=True)
         await self.publish(decided)
-        events = await self._wait(workflow_id, waiter)
-        result = self.saga.result(workflow_id, [*known, *events], mode=self.mode, duration_ms=_ms(started))
+        events = await self._wait(workflow_id, after=requested.id)
+        result = self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
         return await self._unwatch(workflow_id, result)
 
-    async def _wait(self, workflow_id: str, waiter: asyncio.Future[list[Event]]) -> list[Event]:
-        if PROJECTION not in self.participants:
-            # The projection runs elsewhere: follow the shared event log instead.
-            waiter.cancel()
-            self.projection.forget(workflow_id)
-            waiter = asyncio.ensure_future(self._follow_log(workflow_id))
+    def _settled(self, workflow_id: str, after: str | None) -> list[Event] | None:
+        """The run's logged events once it ended or paused (at an event other than
+        ``after``, the pause being answered), else None."""
+        logged = self.event_log.events(workflow_id)
+        if logged:
+            last = logged[-1]
+            if self.saga.is_terminal(last.type) or (self.saga.is_pause(last.type) and last.id != after):
+                return logged
+        return None
+
+    async def _wait(self, workflow_id: str, *, after: str | None = None) -> list[Event]:
+        """The run's whole chain, from the event log, once it ended or paused.
+
+        The projection (or, when it runs in another process, a poll of the shared
+        log) only says when to look: the events come from the log, so a result
+        lacks nothing that arrived late or out of order.
+        """
         try:
-            events = await asyncio.wait_for(waiter, timeout=self.run_timeout)
+            async with asyncio.timeout(self.run_timeout):
+                if PROJECTION not in self.participants:
+                    return await self._follow_log(workflow_id, after)
+                while True:
+                    waiter = self.projection.expect(workflow_id)  # before looking: no lost wake-up
+                    settled = self._settled(workflow_id, after)
+                    if settled is not None:
+                        self.projection.forget(workflow_id)
+                        return [e for _, e in causal_order(settled)]
+                    await waiter
         except TimeoutError:
-            logged = self.event_log.events(workflow_id)
-            last = self.projection.last_event(workflow_id) or (logged[-1] if logged else None)
             self.projection.forget(workflow_id)
+            logged = self.event_log.events(workflow_id)
             raise CoordinatorError(
                 f"run {workflow_id!r} did not end within {self.run_timeout:g}s; its last event was "
-                f"{last.type if last else 'none'}; a participant may be down or its event dead-lettered "
+                f"{logged[-1].type if logged else 'none'}; a participant may be down or its event dead-lettered "
                 "(see the bus's dead letters)"
             ) from None
-        return [e for _, e in causal_order(events)]
 
-    async def _follow_log(self, workflow_id: str) -> list[Event]:
+    async def _follow_log(self, workflow_id: str, after: str | None) -> list[Event]:
         """The run's events once the shared event log shows it ended or paused."""
         delay = 0.005
-        while True:
-            known = self.event_log.events(workflow_id)
-            if known and (self.saga.is_terminal(known[-1].type) or self.saga.is_pause(known[-1].type)):
-                return known
-            await asyncio.sleep(delay)  # polling a condition, bounded by run_timeout
+        while (settled := self._settled(workflow_id, after)) is None:
+            await asyncio.sleep(delay)  # polling another process's writes, bounded by run_timeout
             delay = min(delay * 2, 0.1)
+        return [e for _, e in causal_order(settled)]
 
     async def aclose(self) -> None:
         """Unsubscribe this process's participants, publish what the outbox holds,

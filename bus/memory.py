@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
@@ -70,7 +71,13 @@ class _Group:
         if not self.unsettled:
             self.progress.set()
 
-    def requeue_after_backoff(self, delivery: _Delivery) -> None:
+    def hold(self, delivery: _Delivery, seconds: float) -> None:
+        """Accept ``delivery`` now, queue it ``seconds`` later (``reorder``)."""
+        self.unsettled += 1
+        self.redeliveries[delivery] = asyncio.get_running_loop().call_later(seconds, self.release, delivery)
+
+    def release(self, delivery: _Delivery) -> None:
+        """Queue a delivery that was held (a redelivery's backoff, or ``reorder``)."""
         del self.redeliveries[delivery]
         self.queue.put_nowait(delivery)
 
@@ -168,6 +175,13 @@ class InMemoryBus(ClosesOnExit):
       (to the back of the group's queue).
     * ``duplicate_delivery`` -- a test switch: every event is delivered twice to every
       group, to prove handlers are idempotent.
+    * ``reorder`` -- a test switch: each event is held for up to ``reorder`` seconds
+      before it is queued to a group, the hold a fixed function of (type, group).
+      Events of one type keep their order within a group (as on a broker that orders
+      per subject: NATS's per-subject consumers) while events of different types
+      overtake each other, and one group may see an event long after another group
+      reacted to it -- to prove nothing depends on arrival order. ``reorder_seed``
+      picks another fixed set of holds.
     * ``close_timeout`` -- how long :meth:`close` (and a subscription's close) waits
       for handlers before cancelling them.
 
@@ -181,6 +195,8 @@ class InMemoryBus(ClosesOnExit):
         max_deliveries: int = 5,
         redelivery_delay: float = 0.0,
         duplicate_delivery: bool = False,
+        reorder: float = 0.0,
+        reorder_seed: int = 0,
         close_timeout: float = 10.0,
     ) -> None:
         if max_deliveries < 1:
@@ -191,7 +207,11 @@ class InMemoryBus(ClosesOnExit):
             raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
         self.max_deliveries = max_deliveries
         self.redelivery_delay = redelivery_delay
+        if reorder < 0:
+            raise ValueError(f"reorder must be >= 0 seconds (got {reorder})")
         self.duplicate_delivery = duplicate_delivery
+        self.reorder = reorder
+        self.reorder_seed = reorder_seed
         self.close_timeout = close_timeout
         self._groups: dict[str, _Group] = {}
         self._routes: dict[str, list[_Group]] = {}  # event type -> groups bound to it
@@ -216,10 +236,13 @@ class InMemoryBus(ClosesOnExit):
                     f"cannot publish {event.type} {event.id}: its data is not JSON-serialisable ({exc});"
                     " put only JSON types (str, int, float, bool, None, lists, dicts) in event.data"
                 ) from exc
+            copies = 2 if self.duplicate_delivery else 1
             for group in groups:
-                group.enqueue(_Delivery(raw))
-                if self.duplicate_delivery:
-                    group.enqueue(_Delivery(raw))
+                for _ in range(copies):
+                    if self.reorder:
+                        group.hold(_Delivery(raw), self._hold(event.type, group.name))
+                    else:
+                        group.enqueue(_Delivery(raw))
         self._stats.published += 1
 
     async def subscribe(
@@ -316,6 +339,11 @@ class InMemoryBus(ClosesOnExit):
 
     # -- internals -------------------------------------------------------------------
 
+    def _hold(self, event_type: str, group: str) -> float:
+        """How long ``group``'s copies of ``event_type`` events are held (``reorder``)."""
+        digest = hashlib.blake2b(f"{self.reorder_seed}|{group}|{event_type}".encode(), digest_size=8).digest()
+        return self.reorder * int.from_bytes(digest, "big") / 2**64
+
     async def _until_settled(self, has_work: Callable[[_Group], bool]) -> None:
         while True:
             # Clear before checking: a group settling after the check sets it again.
@@ -347,7 +375,7 @@ class InMemoryBus(ClosesOnExit):
         delay = self.redelivery_delay * 2 ** (delivery.deliveries - 1)
         if delay > 0:
             loop = asyncio.get_running_loop()
-            group.redeliveries[delivery] = loop.call_later(delay, group.requeue_after_backoff, delivery)
+            group.redeliveries[delivery] = loop.call_later(delay, group.release, delivery)
         else:
             group.queue.put_nowait(delivery)
 

@@ -237,3 +237,29 @@ def test_open_bus_refuses_schemes_without_a_backend(url: str, names: str) -> Non
     assert names in message
     assert "amqp://, amqps://, memory://, nats://" in message  # the supported schemes are listed
     assert "s3cret" not in message  # never echo credentials from a broker URL
+
+
+async def test_reorder_keeps_each_types_order_and_lets_types_overtake_each_other() -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def note(event: Event) -> None:
+        seen.append((event.type, event.data["n"]))
+
+    # Seed 1 holds B's copies for this group longer than A's: B, published first, arrives last.
+    types = ["B", "A"]
+    async with InMemoryBus(reorder=0.05, reorder_seed=1) as bus:
+        holds = {t: bus._hold(t, "g") for t in types}
+        assert holds["B"] > holds["A"]
+        await bus.subscribe("g", types, note)
+        for n in range(3):
+            await bus.publish(make_event("B", n))
+        for n in range(3):
+            await bus.publish(make_event("A", n))
+        await bus.wait_idle()
+        assert bus.stats().acked == 6
+    assert seen == [("A", 0), ("A", 1), ("A", 2), ("B", 0), ("B", 1), ("B", 2)]
+
+
+def test_reorder_is_refused_when_negative() -> None:
+    with pytest.raises(ValueError, match="reorder must be >= 0 seconds"):
+        InMemoryBus(reorder=-1)
