@@ -28,8 +28,15 @@ Delivery and ack (at-least-once)
     that group again. A handler that raises *nacks* it: the event is redelivered to
     the group (to any member, after a backoff) until it has been delivered
     ``max_deliveries`` times in total; then it is *dead-lettered* with the last error
-    and no longer delivered. :meth:`EventBus.replay_dead_letters` puts dead letters
-    back into their group's queue with a fresh delivery count.
+    and no longer delivered. A handler that raises
+    :class:`~coordinator.errors.MalformedEvent` (or a subclass, such as
+    :class:`~coordinator.errors.UntrustedEvent`) says the event itself is at fault
+    and can never succeed: it is dead-lettered at once with that error, without
+    redeliveries. A body that is not an event at all is dead-lettered at once too,
+    and listed as a :class:`DeadLetter` whose ``body`` holds it (see
+    :data:`MALFORMED_MESSAGE_TYPE`). :meth:`EventBus.replay_dead_letters` puts dead
+    letters back into their group's queue with a fresh delivery count (malformed
+    bodies excepted: they would only fail again).
 
     Delivery is at-least-once, never exactly-once: a redelivery, a member closed
     mid-handler or a broker reconnect can hand the same event to a group twice.
@@ -68,32 +75,98 @@ Errors
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Final, Protocol, Self, runtime_checkable
 
 from coordinator.errors import BusClosed
 from coordinator.events import Event
 
-__all__ = ["BusStats", "ClosesOnExit", "DeadLetter", "EventBus", "Handler", "Subscription", "subscription_types"]
+__all__ = [
+    "MALFORMED_MESSAGE_TYPE",
+    "BusStats",
+    "ClosesOnExit",
+    "DeadLetter",
+    "EventBus",
+    "Handler",
+    "Subscription",
+    "subscription_types",
+]
 
 Handler = Callable[[Event], Awaitable[None]]
 """An event handler: returns to ack, raises to nack (the event is redelivered)."""
+
+
+MALFORMED_MESSAGE_TYPE: Final = "bus.MalformedMessage"
+"""The ``type`` of the stand-in event a :class:`DeadLetter` carries when the body
+that was dead-lettered is not a valid event (a foreign producer, a corrupted
+message): its ``data`` holds ``body`` (the start of the body, decoded leniently),
+``body_bytes`` and ``sha256_16`` (the first 16 hex digits of the body's SHA-256)."""
+
+_MALFORMED_BODY_SHOWN: Final = 2000  # characters of a malformed body kept in its stand-in event
+_NO_TRACE: Final = "00-00000000000000000000000000000000-0000000000000000-00"
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """An event a group gave up on.
 
-    ``error`` is the last failure as ``"ExceptionType: message"``; ``deliveries`` is
-    how many times the event had been handed to the group's handlers.
+    ``error`` is the last failure as ``"ExceptionType: message"`` -- the reason, e.g.
+    ``"MalformedEvent: not a valid event envelope: ..."`` or ``"UntrustedEvent: ..."``;
+    ``deliveries`` is how many times the event had been handed to the group's
+    handlers.
+
+    ``body`` is None for an event. For a dead-lettered body that is not a valid
+    event it holds the raw bytes, and ``event`` is a stand-in of type
+    :data:`MALFORMED_MESSAGE_TYPE` describing them (see :meth:`of_malformed_body`),
+    so every dead letter can be listed the same way; such letters are never replayed.
     """
 
     event: Event
     group: str
     error: str
     deliveries: int
+    body: bytes | None = None
+
+    @property
+    def malformed(self) -> bool:
+        """True when the dead-lettered body is not a valid event (``body`` holds it)."""
+        return self.body is not None
+
+    @classmethod
+    def of_malformed_body(
+        cls,
+        body: bytes,
+        *,
+        group: str,
+        error: str,
+        deliveries: int,
+        source: str,
+        message_id: str | None = None,
+        time: datetime | None = None,
+    ) -> DeadLetter:
+        """The dead letter of ``body``, which is not a valid event: its ``event`` is a
+        stand-in of type :data:`MALFORMED_MESSAGE_TYPE` from ``source`` (the bus, e.g.
+        ``"bus/nats"``), with the broker's ``message_id`` when it had one (else
+        ``malformed-<sha256_16>``) and the time it was dead-lettered."""
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        stand_in = Event(
+            id=message_id or f"malformed-{digest}",
+            source=source,
+            type=MALFORMED_MESSAGE_TYPE,
+            subject=group or "?",
+            time=time or datetime.now(UTC),
+            data={
+                "body": body.decode(errors="replace")[:_MALFORMED_BODY_SHOWN],
+                "body_bytes": len(body),
+                "sha256_16": digest,
+            },
+            traceparent=_NO_TRACE,
+        )
+        return cls(event=stand_in, group=group, error=error, deliveries=deliveries, body=body)
 
 
 @dataclass(slots=True)

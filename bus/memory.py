@@ -310,8 +310,8 @@ class InMemoryBus(ClosesOnExit):
         """Re-enqueue the dead letters of ``group`` (all when None) with a fresh delivery count."""
         if self._closed:
             raise BusClosed("cannot replay dead letters: the bus is closed")
-        replay = [d for d in self._dead if group is None or d.group == group]
-        self._dead = [d for d in self._dead if not (group is None or d.group == group)]
+        replay = [d for d in self._dead if (group is None or d.group == group) and not d.malformed]
+        self._dead = [d for d in self._dead if d not in replay]
         for dead in replay:
             self._groups[dead.group].enqueue(_Delivery(dead.event.to_json()))
         return len(replay)
@@ -353,7 +353,18 @@ class InMemoryBus(ClosesOnExit):
             await self._progress.wait()
 
     def _nack(self, group: _Group, delivery: _Delivery, event: Event | None, exc: Exception) -> None:
-        """A handler raised: redeliver after backoff, or dead-letter once out of deliveries."""
+        """A handler raised: redeliver after backoff, or dead-letter once out of
+        deliveries -- at once when the event itself is at fault (MalformedEvent)."""
+        if isinstance(exc, MalformedEvent):
+            logger.error(
+                "dead-lettering event %s for group %r at once: %s: %s",
+                getattr(event, "id", "?"),
+                group.name,
+                type(exc).__name__,
+                exc,
+            )
+            self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
+            return
         if delivery.deliveries >= self.max_deliveries:
             logger.warning(
                 "dead-lettering event %s for group %r after %d deliveries",
@@ -384,8 +395,17 @@ class InMemoryBus(ClosesOnExit):
             try:
                 event = parse_event(delivery.raw)
             except MalformedEvent:
-                # Cannot happen for bytes this bus produced itself; never crash a consumer over it.
-                logger.error("dropping undecodable delivery for group %r: %.200s", group.name, delivery.raw)
+                # Only bytes this bus produced itself are queued, so hardly possible; still
+                # listed like a broker's malformed dead letter rather than dropped.
+                dead = DeadLetter.of_malformed_body(
+                    delivery.raw.encode(),
+                    group=group.name,
+                    error=error,
+                    deliveries=delivery.deliveries,
+                    source="bus/memory",
+                )
+                self._dead.append(dead)
+                self._stats.dead_lettered += 1
                 group.settle()
                 return
         self._dead.append(DeadLetter(event=event, group=group.name, error=error, deliveries=delivery.deliveries))

@@ -61,9 +61,13 @@ delivery count in headers, the DLQ publish is confirmed, and only then is the
 original acked. The consumer's own ``max_deliver`` is left unlimited on purpose:
 with it, a message whose last delivery was cancelled by a close would be dropped
 by the server without ever reaching the DLQ. A body that is not a valid event is
-dead-lettered at once (it cannot get better); :meth:`JetStreamBus.dead_letters`
-cannot show it as a :class:`~bus.base.DeadLetter` and skips it, but it stays in the
-DLQ stream for an operator (``nats stream view <stream>_DLQ``).
+dead-lettered at once (it cannot get better), and so is an event whose handler
+raised :class:`~coordinator.errors.MalformedEvent` (missing data, a bad signature),
+with that error, at its first failure. :meth:`JetStreamBus.dead_letters` lists a
+malformed body like any dead letter, with its reason: a :class:`~bus.base.DeadLetter`
+whose ``body`` holds the raw bytes and whose stand-in event is of type
+:data:`~bus.base.MALFORMED_MESSAGE_TYPE`; replay leaves it in the DLQ stream (it
+would only fail again) for an operator (``nats stream view <stream>_DLQ``).
 
 Replay
 ------
@@ -421,12 +425,12 @@ class JetStreamBus(ClosesOnExit):
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The dead letters in ``<stream>_DLQ``, oldest first, read without consuming
-        them. Entries whose body is not a valid event are skipped (and logged).
+        them -- malformed bodies too, as dead letters whose ``body`` holds them.
         Raises :class:`~coordinator.errors.BusClosed` after close (the connection is gone)."""
         if self._closed:
             raise BusClosed("cannot read dead letters: the bus is closed; open a new bus on the same stream")
         conn = await self._connection()
-        return [dead for _, _, dead in await self._read_dead_letters(conn, None) if dead is not None]
+        return [dead for _, _, dead in await self._read_dead_letters(conn, None)]
 
     async def replay_dead_letters(self, group: str | None = None) -> int:
         """Republish the dead letters of ``group`` (all when None) to each one's group
@@ -438,7 +442,7 @@ class JetStreamBus(ClosesOnExit):
         replayed = 0
         ready: set[str] = set()
         for seq, raw, dead in await self._read_dead_letters(conn, group):
-            if dead is None:
+            if dead.malformed:
                 continue
             subject = self._replay_subject(dead.group)
             if dead.group not in ready:
@@ -731,6 +735,14 @@ class JetStreamBus(ClosesOnExit):
         try:
             await member.handler(event)
         except Exception as exc:
+            if isinstance(exc, MalformedEvent):
+                # The event itself is at fault (missing data, a bad signature): retrying
+                # cannot help, so it is dead-lettered at once with the reason.
+                logger.error(
+                    "dead-lettering event %s for group %r at once: %s", event.id, member.group, _describe_failure(exc)
+                )
+                await self._dead_letter(member, msg, _describe_failure(exc), deliveries)
+                return
             if deliveries >= self.max_deliveries:
                 logger.warning(
                     "dead-lettering event %s for group %r after %d deliveries",
@@ -812,12 +824,10 @@ class JetStreamBus(ClosesOnExit):
                     with contextlib.suppress(*_NatsFailure):
                         await msg.in_progress()
 
-    async def _read_dead_letters(
-        self, conn: _Connection, group: str | None
-    ) -> list[tuple[int, bytes, DeadLetter | None]]:
-        """(DLQ sequence, body, parsed dead letter or None when malformed), oldest first."""
+    async def _read_dead_letters(self, conn: _Connection, group: str | None) -> list[tuple[int, bytes, DeadLetter]]:
+        """(DLQ sequence, body, dead letter), oldest first."""
         subject = self._dlq_subject(group) if group is not None else f"{self.subject_prefix}-dlq.>"
-        entries: list[tuple[int, bytes, DeadLetter | None]] = []
+        entries: list[tuple[int, bytes, DeadLetter]] = []
         seq = 1
         try:
             while True:
@@ -831,20 +841,28 @@ class JetStreamBus(ClosesOnExit):
         except _NatsFailure as exc:
             raise self._broker_error("reading the dead letters", exc) from exc
 
-    def _parse_dead_letter(self, raw: js_api.RawStreamMsg) -> DeadLetter | None:
+    def _parse_dead_letter(self, raw: js_api.RawStreamMsg) -> DeadLetter:
         headers = raw.headers or {}
+        group = unquote(headers.get(_HDR_GROUP, ""))
+        error = unquote(headers.get(_HDR_ERROR, "")) or "unknown error"
         try:
-            event = parse_event(raw.data or b"")
             deliveries = int(headers.get(_HDR_DELIVERIES, "0"))
-        except (MalformedEvent, ValueError) as exc:
-            logger.warning("dead letter %s in %s is not a valid event; skipped: %s", raw.seq, self.dlq_stream, exc)
-            return None
-        return DeadLetter(
-            event=event,
-            group=unquote(headers.get(_HDR_GROUP, "")),
-            error=unquote(headers.get(_HDR_ERROR, "")),
-            deliveries=deliveries,
-        )
+        except ValueError:
+            deliveries = 0  # written by someone else: the count is unknown, the letter is still listed
+        body = raw.data or b""
+        try:
+            event = parse_event(body)
+        except MalformedEvent:
+            return DeadLetter.of_malformed_body(
+                body,
+                group=group,
+                error=error,
+                deliveries=deliveries,
+                source="bus/nats",
+                message_id=f"{self.dlq_stream}:{raw.seq}",
+                time=raw.time,
+            )
+        return DeadLetter(event=event, group=group, error=error, deliveries=deliveries)
 
     # -- names and errors --------------------------------------------------------------
 

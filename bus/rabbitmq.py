@@ -53,10 +53,14 @@ broker cannot take the copy (connection lost), the original is requeued untouche
 nothing is lost, the failure just is not counted.
 
 A body that is not a valid event (a foreign producer, a corrupted message) is
-dead-lettered at once with the parse error, and the consumer keeps going.
-:meth:`~RabbitMQBus.dead_letters` shows it as a stand-in event of type
-:data:`MALFORMED_MESSAGE_TYPE` carrying the start of the raw body; replay skips it
-(it would only fail again) -- inspect and purge it with broker tools.
+dead-lettered at once with the parse error, and the consumer keeps going; so is an
+event whose handler raised :class:`~coordinator.errors.MalformedEvent` (an event
+that can never succeed: data its type requires is missing, or its signature does not
+check out), with that error, at its first failure.
+:meth:`~RabbitMQBus.dead_letters` shows a malformed body as a
+:class:`~bus.base.DeadLetter` whose ``body`` holds it and whose stand-in event is of
+type :data:`~bus.base.MALFORMED_MESSAGE_TYPE`; replay skips it (it would only fail
+again) -- inspect and purge it with broker tools.
 
 ``x-deliveries`` counts handler calls that *raised*. A handler cancelled by a
 close timeout, or a consumer that dies mid-handler, leaves the message unacked; the
@@ -116,7 +120,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import UTC, datetime
@@ -138,18 +141,22 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
+from bus.base import (
+    MALFORMED_MESSAGE_TYPE,
+    BusStats,
+    ClosesOnExit,
+    DeadLetter,
+    Handler,
+    Subscription,
+    subscription_types,
+)
 from coordinator.errors import BusClosed, BusError, MalformedEvent
 from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
+# MALFORMED_MESSAGE_TYPE is bus.base's, shared by every backend; still importable from here.
 __all__ = ["MALFORMED_MESSAGE_TYPE", "RabbitMQBus"]
 
 logger = logging.getLogger(__name__)
-
-MALFORMED_MESSAGE_TYPE: Final = "bus.MalformedMessage"
-"""The ``type`` of the stand-in event :meth:`RabbitMQBus.dead_letters` reports for a
-dead-lettered body that is not a valid event (its ``data["body"]`` holds the start
-of the raw body). Such letters are never replayed: they would only fail again."""
 
 # Headers this bus writes.
 _DELIVERIES: Final = "x-deliveries"  # failed handler calls so far
@@ -178,8 +185,6 @@ _BROKER_DELIVERY_LIMIT: Final = 20
 _CONNECT_TIMEOUT: Final = 10.0
 _OPERATION_TIMEOUT: Final = 30.0  # any single exchange with the broker (see _broker_errors)
 _CLEANUP_TIMEOUT: Final = 5.0  # best-effort cancels and closes on the way out
-_MALFORMED_BODY_SHOWN: Final = 2000  # characters of a malformed body kept in its stand-in event
-_NO_TRACE: Final = "00-00000000000000000000000000000000-0000000000000000-00"
 _IDLE_POLL: Final = 0.01  # seconds between broker queue-depth checks in wait_idle
 
 
@@ -575,7 +580,7 @@ class RabbitMQBus(ClosesOnExit):
         async with self._dead_letter_lock, self._dead_letter_reader(acked) as taken:
             for message in taken:
                 letter = self._read_dead_letter(message)
-                if (group is not None and letter.group != group) or letter.event.type == MALFORMED_MESSAGE_TYPE:
+                if (group is not None and letter.group != group) or letter.malformed:
                     continue
                 known = self._groups.get(letter.group)
                 queue = known.queue if known is not None else f"{self.queue_prefix}{letter.group}"
@@ -647,7 +652,8 @@ class RabbitMQBus(ClosesOnExit):
             logger.error(
                 "dead-lettering an undecodable message %s of group %r: %s", message.message_id, group.name, exc
             )
-            await self._dead_letter(group, message, f"MalformedEvent: {exc}", failures)
+            # A delivery that failed like any other: counted, so every bus reports 1 here.
+            await self._dead_letter(group, message, f"MalformedEvent: {exc}", failures + 1)
             return
         self._stats.delivered += 1
         try:
@@ -667,6 +673,12 @@ class RabbitMQBus(ClosesOnExit):
         self, group: _Group, message: AbstractIncomingMessage, event: Event, exc: Exception, deliveries: int
     ) -> None:
         error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, MalformedEvent):
+            # The event itself is at fault (missing data, a bad signature): retrying
+            # cannot help, so it is dead-lettered at once with the reason.
+            logger.error("dead-lettering event %s for group %r at once: %s", event.id, group.name, error)
+            await self._dead_letter(group, message, error, deliveries)
+            return
         if deliveries >= self.max_deliveries:
             logger.warning(
                 "dead-lettering event %s for group %r after %d deliveries",
@@ -866,7 +878,15 @@ class RabbitMQBus(ClosesOnExit):
         try:
             event = parse_event(message.body)
         except MalformedEvent:
-            event = _stand_in_for_malformed(message, group)
+            return DeadLetter.of_malformed_body(
+                message.body,
+                group=group,
+                error=error or "unknown error",
+                deliveries=deliveries,
+                source="bus/rabbitmq",
+                message_id=message.message_id,
+                time=message.timestamp,
+            )
         return DeadLetter(event=event, group=group, error=error or "unknown error", deliveries=deliveries)
 
     async def _queued_on_broker(self) -> bool:
@@ -1080,19 +1100,3 @@ def _death_queue(headers: HeadersType, reason: str) -> str | None:
             if isinstance(death, dict) and _str_header(death, "reason") == reason:
                 return _str_header(death, "queue")
     return None
-
-
-def _stand_in_for_malformed(message: AbstractIncomingMessage, group: str) -> Event:
-    """An event describing a dead-lettered body that is not an event (see
-    :data:`MALFORMED_MESSAGE_TYPE`), so dead_letters() can show it."""
-    text = message.body.decode(errors="replace")
-    digest = hashlib.sha256(message.body).hexdigest()[:16]
-    return Event(
-        id=message.message_id or f"malformed-{digest}",
-        source="bus/rabbitmq",
-        type=MALFORMED_MESSAGE_TYPE,
-        subject=group or "?",
-        time=message.timestamp or datetime.now(UTC),
-        data={"body": text[:_MALFORMED_BODY_SHOWN], "body_bytes": len(message.body), "sha256_16": digest},
-        traceparent=_NO_TRACE,
-    )

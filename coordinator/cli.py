@@ -732,10 +732,13 @@ def dead_letters(
             letters = [d for d in await broker.dead_letters() if group is None or d.group == group]
             if json_output:
                 for d in letters:
+                    # A malformed body is listed too: its event is a stand-in describing
+                    # the raw body (bus.base.MALFORMED_MESSAGE_TYPE), its error the reason.
                     row = {
                         "group": d.group,
                         "error": d.error,
                         "deliveries": d.deliveries,
+                        "malformed": d.malformed,
                         "event": d.event.model_dump(mode="json"),
                     }
                     console.print(json.dumps(row), markup=False, highlight=False, soft_wrap=True)

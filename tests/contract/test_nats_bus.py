@@ -18,6 +18,7 @@ import nats.js.errors
 import pytest
 
 from bus import open_bus
+from bus.base import MALFORMED_MESSAGE_TYPE
 from bus.nats import JetStreamBus
 from coordinator.errors import BusError
 from coordinator.events import Event
@@ -209,9 +210,9 @@ async def test_in_progress_keeps_a_slow_handler_from_being_redelivered(new_nats_
 @pytest.mark.services
 async def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(new_nats_bus: OpenBus) -> None:
     bus = await new_nats_bus()
-    type_ = unique("OrderPlaced")
+    type_, group = unique("OrderPlaced"), unique("orders")
     inbox = Inbox()
-    await bus.subscribe(unique("orders"), [type_], inbox.handler())
+    await bus.subscribe(group, [type_], inbox.handler())
 
     nc = await nats.connect(NATS_URL)  # another client that does not speak our envelope
     try:
@@ -225,10 +226,17 @@ async def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(new
 
     assert inbox.ids() == [event.id]
     assert bus.stats().dead_lettered == 1
-    assert await bus.dead_letters() == []  # not an Event, so not listed ...
-    (headers,) = await dlq_headers(bus)  # ... but kept in the DLQ stream for an operator
+    # Listed like RabbitMQ's: the raw body, a stand-in event describing it, the reason.
+    (dead,) = await bus.dead_letters()
+    assert dead.malformed and dead.body == b'{"not": "an event"}'
+    assert dead.group == group and dead.deliveries == 1
+    assert dead.error.startswith("MalformedEvent: not a valid event envelope")
+    assert dead.event.type == MALFORMED_MESSAGE_TYPE
+    assert dead.event.data["body"] == '{"not": "an event"}'
+    (headers,) = await dlq_headers(bus)
     assert headers["Coordinator-Error"].startswith("MalformedEvent")
-    assert await bus.replay_dead_letters() == 0
+    assert await bus.replay_dead_letters() == 0, "a malformed body would only fail again"
+    assert len(await bus.dead_letters()) == 1
 
 
 @pytest.mark.services
