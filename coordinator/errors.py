@@ -5,7 +5,8 @@ The hierarchy::
     CoordinatorError
     ├── WorkflowDefinitionError   a Workflow and its agents/tools don't fit together
     ├── InvalidInput              a workflow input failed validation (names the field)
-    ├── MalformedEvent            an event on the bus or in a log is not a valid envelope
+    ├── MalformedEvent            an event is not a valid envelope, or lacks data its type requires
+    │   └── UntrustedEvent        an event not signed by an emitter allowed to emit its type
     ├── StepError                 raised by tools; ``retryable`` says what the coordinator does
     │   ├── BusinessFailure       the world said no (declined, out of stock): compensate
     │   ├── TransientFailure      try again later (timeout, 5xx): retry with backoff
@@ -33,6 +34,7 @@ __all__ = [
     "ModelMisbehaviour",
     "StepError",
     "TransientFailure",
+    "UntrustedEvent",
     "WorkflowDefinitionError",
 ]
 
@@ -62,7 +64,22 @@ class InvalidInput(CoordinatorError):
 
 
 class MalformedEvent(CoordinatorError):
-    """Bytes or a mapping that should be an event envelope are not one."""
+    """Bytes or a mapping that should be an event are not one: not a valid envelope,
+    or an envelope whose data lacks what its type requires (a step's trigger without
+    the workflow input or the results it needs).
+
+    Never retryable: the same event would fail the same way. A handler raises it to
+    have the bus dead-letter the event at once, with the message as the reason.
+    """
+
+
+class UntrustedEvent(MalformedEvent):
+    """An event a participant must not act on: it carries no signature, its signature
+    does not verify against a known public key, or its signer may not emit its type
+    (the workflow definition says who emits what). Dead-lettered at once, like any
+    :class:`MalformedEvent`. Messages name the event, the key id and the emitter,
+    never key material.
+    """
 
 
 class StepError(CoordinatorError):

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import pytest
 
 from bus import EventBus, Handler
-from coordinator.errors import BusClosed
+from coordinator.errors import BusClosed, MalformedEvent, UntrustedEvent
 from coordinator.events import Event, EventFactory
 from tests.contract.backend import BackendConfig, BusFactory
 
@@ -456,3 +456,40 @@ async def test_duplicate_delivery_switch_delivers_every_event_twice_to_every_gro
     expected = Counter({i: 2 for i in ids(events)})
     assert Counter(first.ids()) == expected
     assert Counter(second.ids()) == expected
+
+
+# -- events at fault -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [MalformedEvent, UntrustedEvent])
+async def test_an_event_its_handler_calls_malformed_is_dead_lettered_at_once_with_the_reason(
+    new_bus: BusFactory, bus_backend: BackendConfig, error: type[MalformedEvent]
+) -> None:
+    """MalformedEvent (and UntrustedEvent, a forged or badly signed event) is never
+    retryable: the first failure dead-letters the event, whatever max_deliveries says."""
+    if not bus_backend.supports_dead_letters:
+        pytest.skip(f"{bus_backend.name} has no dead letters")
+    bus = await new_bus(max_deliveries=5)
+    type_, group = unique("PaymentFailed"), unique("inventory")
+    bad, good = make_events(type_, 2)
+    calls: list[str] = []
+    inbox = Inbox()
+
+    async def strict(received: Event) -> None:
+        calls.append(received.id)
+        if received.id == bad.id:
+            raise error(f"{received.type} {received.id} lacks data.results; the emitter must carry them")
+        inbox.record("member", received)
+
+    await bus.subscribe(group, [type_], strict)
+    await publish_all(bus, [bad, good])
+    await inbox.wait_for(1)
+    await bus_backend.settle(bus)
+
+    assert calls.count(bad.id) == 1, "retried although the event itself is at fault"
+    (dead,) = await bus.dead_letters()
+    assert (dead.event, dead.group, dead.deliveries) == (bad, group, 1)
+    assert dead.error == f"{error.__name__}: {type_} {bad.id} lacks data.results; the emitter must carry them"
+    assert not dead.malformed
+    stats = bus.stats()
+    assert (stats.redelivered, stats.dead_lettered) == (0, 1)
