@@ -12,6 +12,12 @@ serialised name is ``causationid``, since CloudEvents allows extension names of
 lowercase letters and digits only. :func:`parse_event` also reads the
 ``causation_id`` name of bodies written before (old event-log rows, checkpoints).
 
+A signed event carries two more extension attributes: ``signingkey`` (the id of the
+emitter's key) and ``signature`` (the emitter's signature over the rest of the
+event). An :class:`EventFactory` given a ``signer`` signs each event it mints as the
+emitter its caller names; :mod:`coordinator.signing` says how, and how signatures are
+checked. An unsigned event has neither attribute, so it serialises as before.
+
 Determinism: an event's ``id`` is derived from (seed, subject, type, causation id),
 so the same run emits the same ids, and a redelivered or re-run handler emits an
 event with the *same* id -- which is what lets logs, inboxes and projections
@@ -37,6 +43,7 @@ __all__ = [
     "Clock",
     "Event",
     "EventFactory",
+    "EventSigner",
     "LogicalClock",
     "SystemClock",
     "parse_event",
@@ -70,6 +77,8 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     causation_id: str | None = Field(default=None, alias="causationid", description="the id of the cause")
     traceparent: str = Field(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$")
+    signingkey: str | None = Field(default=None, min_length=1, description="the id of the key that signed it")
+    signature: str | None = Field(default=None, min_length=1, description="the emitter's signature (base64)")
 
     @model_serializer(mode="wrap")
     def _cloudevents_attributes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -80,6 +89,9 @@ class Event(BaseModel):
         cause = attributes.pop("causationid", cause)
         if cause is not None:
             attributes["causationid"] = cause
+        for name in ("signingkey", "signature"):  # unsigned: absent, as before signing existed
+            if attributes.get(name, "") is None:
+                del attributes[name]
         return attributes
 
     def to_json(self) -> str:
@@ -133,16 +145,32 @@ class LogicalClock:
         return cause.time + timedelta(milliseconds=1)
 
 
+class EventSigner(Protocol):
+    """Signs events as a named emitter (:class:`coordinator.signing.Keyring` is one)."""
+
+    def sign(self, event: Event, *, as_: str) -> Event:
+        """``event`` with ``signingkey`` and ``signature`` set by emitter ``as_``'s key.
+
+        Deterministic: the same event and key give the same signature. Raises
+        :class:`~coordinator.errors.CoordinatorError` when this signer holds no
+        private key of ``as_``.
+        """
+        ...
+
+
 class EventFactory:
     """Mints events with deterministic ids and trace context.
 
     ``seed`` separates runs that should not share ids (two runs of one order with
-    different seeds); the same seed reproduces the same ids.
+    different seeds); the same seed reproduces the same ids. With a ``signer`` every
+    event minted with ``signed_by`` is signed as that emitter (deterministically, so
+    the same run still gives the same bytes); without one, events are unsigned.
     """
 
-    def __init__(self, *, seed: int = 0, clock: Clock | None = None) -> None:
+    def __init__(self, *, seed: int = 0, clock: Clock | None = None, signer: EventSigner | None = None) -> None:
         self.seed = seed
         self.clock: Clock = clock or SystemClock()
+        self.signer = signer
 
     def event(
         self,
@@ -152,8 +180,10 @@ class EventFactory:
         source: str,
         data: dict[str, Any] | None = None,
         cause: Event | None = None,
+        signed_by: str | None = None,
     ) -> Event:
-        """A new event of ``type`` about workflow ``subject``, caused by ``cause``."""
+        """A new event of ``type`` about workflow ``subject``, caused by ``cause``,
+        signed as emitter ``signed_by`` when this factory has a signer."""
         cause_id = cause.id if cause is not None else ""
         event_id = str(uuid.uuid5(_NAMESPACE, f"{self.seed}|{subject}|{type}|{cause_id}"))
         if cause is not None:
@@ -162,7 +192,7 @@ class EventFactory:
         else:
             trace_id = hashlib.sha256(f"{self.seed}|{subject}".encode()).hexdigest()[:32]
         span_id = event_id.replace("-", "")[:16]
-        return Event(
+        event = Event(
             id=event_id,
             source=source,
             type=type,
@@ -172,3 +202,6 @@ class EventFactory:
             causation_id=cause.id if cause is not None else None,
             traceparent=f"00-{trace_id}-{span_id}-01",
         )
+        if self.signer is not None and signed_by is not None:
+            return self.signer.sign(event, as_=signed_by)
+        return event
