@@ -23,6 +23,15 @@ Delivery is at-least-once. A redelivered event is a no-op thanks to the inbox (a
 participant remembers the event ids it handled) and, below it, to the idempotency
 keys every tool call carries; emitted events have deterministic ids, so a repeated
 emission is recognised downstream too.
+
+Nothing is acted on unchecked. With ``keys`` (a :class:`~coordinator.signing.Keyring`)
+every event a participant emits is signed by it, and every participant -- the
+projection included -- refuses an event that is not signed by an emitter allowed to
+emit its type (:meth:`~coordinator.saga.Saga.emitters`), raising
+:class:`~coordinator.errors.UntrustedEvent`; an agent or the owner also refuses an
+event that lacks data its type requires (:meth:`~coordinator.saga.Saga.check_event`),
+raising :class:`~coordinator.errors.MalformedEvent`. Either way the bus dead-letters
+the event at once with the reason, and nothing happens to the services.
 """
 
 from __future__ import annotations
@@ -38,19 +47,20 @@ from typing import Any
 from pydantic import BaseModel
 
 from agents.runner import StepRunner
-from bus.base import EventBus, Subscription
+from bus.base import EventBus, Handler, Subscription
+from bus.memory import InMemoryBus
 from bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, UntrustedEvent
 from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
 from coordinator.events import Event
 from coordinator.results import WorkflowResult, WorkflowStatus
-from coordinator.saga import Action, NextAction, Saga, StepReport
+from coordinator.saga import OWNER, Action, NextAction, Saga, StepReport
+from coordinator.signing import Keyring
 
 __all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
 
 log = logging.getLogger(__name__)
 
-OWNER = "owner"
 PROJECTION = "projection"
 
 
@@ -146,7 +156,13 @@ class Choreography:
       participant; a run still stuck a ``deadline`` later is failed one step further.
       Deadlines live in the participant store when there is one, so any process
       hosting the owner on that store takes over those of an owner that died;
-    * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause.
+    * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause;
+    * ``keys`` -- the :class:`~coordinator.signing.Keyring` that signs what this
+      process's participants emit and checks who emitted what they receive; it must
+      be the signer of ``saga.factory``. Without keys events are neither signed nor
+      checked: fine on an in-memory bus, which nothing outside the process can reach;
+      on a broker anyone who may publish there could start and steer runs, so a
+      warning is logged (the CLI always gives keys on a broker).
 
     The event log doubles as the shared record of what happened: a participant
     does nothing for a trigger that already has a consequence in the log (handled
@@ -168,7 +184,13 @@ class Choreography:
         run_timeout: float = 300.0,
         store: ParticipantStore | None = None,
         deadline: float | None = None,
+        keys: Keyring | None = None,
     ) -> None:
+        if keys is not None and saga.factory.signer is not keys:
+            raise CoordinatorError(
+                "the saga's EventFactory must sign with the keys the choreography checks with:"
+                " build it as EventFactory(..., signer=keys)"
+            )
         self.runner = runner
         self.saga = saga
         self.bus = bus
@@ -187,6 +209,7 @@ class Choreography:
         self.relay = OutboxRelay(store, bus) if store is not None else None
         self.deadline = deadline
         self.deadlines: Deadlines = store if store is not None else MemoryDeadlines()
+        self.keys = keys
         self.projection = StatusProjection(saga)
         self._subscriptions: list[Subscription] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -199,6 +222,16 @@ class Choreography:
         """Subscribe every hosted participant and start the outbox relay. Idempotent."""
         if self._subscriptions:
             return
+        if self.keys is not None:
+            # Fail now, not at the first event, when a hosted participant has no key.
+            for participant in self.participants - {PROJECTION}:
+                self.keys.ensure_signer(participant)
+        elif not isinstance(self.bus, InMemoryBus):
+            log.warning(
+                "events on %s are neither signed nor checked: whoever can publish to that broker can start"
+                " and steer runs; pass keys=Keyring.open(...) (the coordinator CLI does)",
+                type(self.bus).__name__,
+            )
         if self.relay is not None:
             self.relay.start()  # also publishes what a crashed process left in the outbox
         for participant, table in self.tables.items():
@@ -211,7 +244,7 @@ class Choreography:
                 )
         if PROJECTION in self.participants:
             self._subscriptions.append(
-                await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self.projection.record)
+                await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self._projection_handler())
             )
         if self.deadline is not None and OWNER in self.participants:
             self._sweeper = asyncio.create_task(self._sweep_deadlines(self.deadline), name="deadline sweeper")
@@ -242,12 +275,37 @@ class Choreography:
                 return logged
         return None
 
+    def _authenticate(self, event: Event) -> None:
+        """Refuse ``event`` (UntrustedEvent) unless it is signed by a key of the registry
+        whose owner may emit its type. A no-op without keys."""
+        if self.keys is None:
+            return
+        signer = self.keys.verify(event)
+        allowed = self.saga.emitters(event.type)
+        if signer not in allowed:
+            raise UntrustedEvent(
+                f"{event.type} {event.id} of {event.subject!r} is signed by {signer!r} (key {event.signingkey!r}),"
+                f" but only {' or '.join(map(repr, sorted(allowed))) or 'nobody'} may emit {event.type}"
+                f" in workflow {self.saga.workflow.name!r}"
+            )
+
+    def _projection_handler(self) -> Handler:
+        async def record(event: Event) -> None:
+            self._authenticate(event)  # a forged terminal event must not wake anyone
+            await self.projection.record(event)
+
+        return record if self.keys is not None else self.projection.record
+
     def _handler(self, group: str, table: Mapping[str, NextAction]) -> Any:
         inbox = Inbox()
         in_hand: set[str] = set()
         store = self.store
 
         async def handle(event: Event) -> None:
+            # Before anything else, the inbox included: an event we must not act on is
+            # dead-lettered with the reason (MalformedEvent), not retried or absorbed.
+            self._authenticate(event)
+            self.saga.check_event(event)
             if event.id in inbox or event.id in in_hand:
                 # Handled, or being handled right now by this process: a duplicate
                 # delivery. (If the copy in hand fails, the bus redelivers it.)
@@ -358,14 +416,16 @@ class Choreography:
         if nxt is None or self.saga.is_pause(last.type):
             return None
         reason = f"no answer within the run's deadline of {self.deadline:g}s"
+        # The owner speaks for the silent agent, and signs as itself: the saga lets the
+        # owner emit a step's failure (emitters), and the agent's key is not here.
         if nxt.action is Action.PERFORM:
             assert nxt.step is not None
             reason = f"agent {nxt.step.agent!r} gave {reason}"
-            emitted = self.saga.performed(nxt.step, StepReport(ok=False, reason=reason), cause=last)
+            emitted = self.saga.performed(nxt.step, StepReport(ok=False, reason=reason), cause=last, signed_by=OWNER)
         elif nxt.action is Action.COMPENSATE:
             assert nxt.step is not None
             reason = f"agent {nxt.step.agent!r} gave {reason}"
-            emitted = self.saga.compensated(nxt.step, StepReport(ok=False, reason=reason), cause=last)
+            emitted = self.saga.compensated(nxt.step, StepReport(ok=False, reason=reason), cause=last, signed_by=OWNER)
         else:
             emitted = self.saga.finished(cause=last)
         log.warning("run %s missed its deadline at %s: emitting %s", workflow_id, last.type, emitted.type)

@@ -220,7 +220,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
     try:
         async with AsyncExitStack() as stack:
             env = await stack.enter_async_context(workflow_app.environment(app_options))
-            checkpointer = bus = supervisor_model = store = None
+            checkpointer = bus = supervisor_model = store = keys = None
             if options.mode == "orchestration":
                 from graphs.checkpoints import open_checkpointer
 
@@ -243,6 +243,12 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     # processes of this machine (or a PostgreSQL one for several).
                     store = await open_participant_store(options.outbox or options.state_dir / "outbox.db")
                     stack.push_async_callback(store.close)
+                if not options.bus.startswith("memory:"):
+                    # Anyone with the broker's credentials can publish there: events are
+                    # signed, and checked before anyone acts (keys made on first use).
+                    from coordinator.signing import Keyring, keys_directory
+
+                    keys = Keyring.open(keys_directory(options.state_dir))
             coordinator = await stack.enter_async_context(
                 open_coordinator(
                     workflow_app.workflow,
@@ -258,6 +264,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     participants=options.participants,
                     participant_store=store,
                     deadline=options.deadline,
+                    keys=keys,
                 )
             )
             event_log.begin_run(coordinator.run_id, workflow=workflow_app.workflow.name, mode=options.mode)

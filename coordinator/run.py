@@ -28,12 +28,13 @@ from coordinator.errors import CoordinatorError
 from coordinator.eventlog import EventLog, MemoryEventLog
 from coordinator.events import Clock, EventFactory
 from coordinator.results import WorkflowResult, WorkflowStatus
-from coordinator.saga import Saga
+from coordinator.saga import OWNER, Saga
 from coordinator.settings import RunSettings
 from coordinator.workflow import Workflow
 
 if TYPE_CHECKING:
     from agents.agent import Agent
+    from coordinator.signing import Keyring
 
 __all__ = ["MODES", "Coordinator", "Engine", "Mode", "arun_workflow", "open_coordinator", "run_workflow"]
 
@@ -260,6 +261,7 @@ async def open_coordinator(
     participants: Sequence[str] | None = None,
     participant_store: Any = None,
     deadline: float | None = None,
+    keys: Keyring | None = None,
 ) -> AsyncIterator[Coordinator]:
     """Build the coordinator for ``mode`` and close it on exit.
 
@@ -270,7 +272,12 @@ async def open_coordinator(
       in-memory bus, closed on exit) with ``concurrency`` handlers per participant;
       ``participants`` picks the ones this process hosts (default: all),
       ``participant_store`` gives them an outbox and inbox (:mod:`bus.outbox`), and
-      ``deadline`` (seconds) fails a run's stuck step when it passes.
+      ``deadline`` (seconds) fails a run's stuck step when it passes;
+    * ``keys`` (a :class:`~coordinator.signing.Keyring`) signs every event as its
+      emitter, in either mode, and in choreography makes every participant refuse
+      events not signed by an emitter allowed to emit them. Signatures are
+      deterministic, so both modes still emit byte-identical events. Without keys,
+      events are unsigned (see :class:`bus.choreography.Choreography` on brokers).
 
     Raises :class:`~coordinator.errors.WorkflowDefinitionError` when the workflow and
     agents don't fit, and :class:`CoordinatorError` for an unknown mode.
@@ -282,7 +289,11 @@ async def open_coordinator(
     event_log = event_log if event_log is not None else MemoryEventLog()
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
     runner = StepRunner(workflow, agents, settings=settings)
-    saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock))
+    saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock, signer=keys))
+    if keys is not None and mode == "orchestration":
+        # One process emits every participant's events: it must hold every key.
+        for participant in (OWNER, *workflow.agent_names):
+            keys.ensure_signer(participant)
     engine: Engine
     own_bus = None
     if mode == "orchestration":
@@ -311,6 +322,7 @@ async def open_coordinator(
             participants=participants,
             store=participant_store,
             deadline=deadline,
+            keys=keys,
         )
         await choreography.start()
         engine = choreography

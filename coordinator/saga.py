@@ -18,21 +18,31 @@ one function (:meth:`Saga.result`) turns any run's events into its
 Events carry the state the next participant needs (input, results so far, the
 failure being unwound): in choreography no participant can look anything up in a
 central store, and this keeps every event self-explaining in a trace.
+:meth:`Saga.check_event` states what each type must carry, and
+:meth:`Saga.emitters` who may emit it: a participant checks both before it acts.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
+from coordinator.errors import InvalidInput, MalformedEvent
 from coordinator.events import Event, EventFactory
 from coordinator.results import StepOutcome, StepStatus, Usage, WorkflowResult, WorkflowStatus
 from coordinator.workflow import Step, Workflow
 
-__all__ = ["Action", "NextAction", "Saga", "StepReport"]
+__all__ = ["OWNER", "Action", "NextAction", "Saga", "StepReport"]
+
+OWNER: Final = "owner"
+"""The emitter of a workflow's start and terminal events and of a person's approval
+decisions (published by the coordinator on the person's behalf); in choreography,
+the participant that ends runs and enforces deadlines. Agents are named by their
+steps' ``agent``."""
 
 
 class Action(StrEnum):
@@ -173,6 +183,81 @@ class Saga:
             return NextAction(Action.CANCEL)
         return None
 
+    def emitters(self, event_type: str) -> frozenset[str]:
+        """Who may emit an event of ``event_type``, as the workflow definition says:
+        a step's own events (succeeded, failed, compensated, compensation failed,
+        approval requested) come from the step's agent; the start and terminal events
+        and a person's approval decision from :data:`OWNER`. The owner may also emit a
+        step's failed and compensation-failed events: that is how a run's deadline
+        fails a step whose agent gave no answer. Empty for a type the workflow does
+        not know."""
+        kind, i = self._kinds.get(event_type, ("", -1))
+        if kind in ("started", "completed", "cancelled", "approved", "rejected"):
+            return frozenset({OWNER})
+        if kind in ("failed", "compensation_failed"):
+            return frozenset({self.workflow.steps[i].agent, OWNER})
+        if kind in ("succeeded", "compensated", "approval_requested"):
+            return frozenset({self.workflow.steps[i].agent})
+        return frozenset()
+
+    def check_event(self, event: Event) -> None:
+        """Check that ``event`` carries what its type requires before anyone acts on it.
+
+        Every event of the workflow must carry ``data.input``, a valid input of the
+        workflow whose id is the event's ``subject``, and ``data.results``, an object
+        holding the result (an object) of every step done at that point of the saga;
+        a step's event names its ``step``. Raises
+        :class:`~coordinator.errors.MalformedEvent` naming the event and each
+        missing or wrong field -- never retryable: the bus dead-letters it at once.
+        """
+        kind, i = self._kinds.get(event.type, ("", -1))
+        if not kind:
+            raise MalformedEvent(
+                f"{event.type} {event.id} of {event.subject!r} is not an event type of workflow "
+                f"{self.workflow.name!r}; its types: {self.event_types}"
+            )
+        problems: list[str] = []
+        data = event.data
+        raw_input = data.get("input")
+        if not isinstance(raw_input, dict):
+            problems.append("data.input is missing or not an object (the workflow input)")
+        else:
+            try:
+                # As JSON: the input travelled as JSON, and a strict model reads dates and
+                # the like from their JSON form only.
+                validated = self.workflow.validate_input(json.dumps(raw_input))
+            except InvalidInput as exc:
+                problems.append(f"data.input is not a valid {self.workflow.input_model.__name__} ({exc})")
+            else:
+                if self.workflow.workflow_id(validated) != event.subject:
+                    problems.append(
+                        f"data.input is the input of {self.workflow.workflow_id(validated)!r}, "
+                        f"not of the event's subject {event.subject!r}"
+                    )
+        results = data.get("results")
+        steps = self.workflow.steps
+        if kind == "succeeded":
+            done = steps[: i + 1]
+        elif kind == "completed":
+            done = steps
+        elif kind in ("started", "cancelled"):
+            done = ()
+        else:  # failed, rejected, approval asked or given, undone: the steps before it are held
+            done = steps[:i]
+        if not isinstance(results, dict):
+            problems.append("data.results is missing or not an object (the results of the steps done)")
+        else:
+            missing = [s.name for s in done if not isinstance(results.get(s.name), dict)]
+            if missing:
+                problems.append(f"data.results lacks the result of {', '.join(map(repr, missing))}")
+        if 0 <= i < len(steps) and kind not in ("completed", "cancelled") and data.get("step") != steps[i].name:
+            problems.append(f"data.step is {data.get('step')!r}, not {steps[i].name!r}")
+        if problems:
+            raise MalformedEvent(
+                f"{event.type} {event.id} of {event.subject!r} from {event.source!r} cannot be acted on: "
+                + "; ".join(problems)
+            )
+
     def triggers(self) -> dict[str, NextAction]:
         """Every non-terminal event type mapped to what it triggers: the subscription
         table that choreography splits among its participants."""
@@ -192,10 +277,12 @@ class Saga:
             subject=workflow_id,
             source=self.source,
             data={"input": dict(input), "results": {}},
+            signed_by=OWNER,
         )
 
-    def performed(self, step: Step, report: StepReport, *, cause: Event) -> Event:
-        """``step``'s succeeded or failed event, caused by its trigger ``cause``."""
+    def performed(self, step: Step, report: StepReport, *, cause: Event, signed_by: str | None = None) -> Event:
+        """``step``'s succeeded or failed event, caused by its trigger ``cause``, signed
+        by the step's agent (or ``signed_by``: the owner, when a deadline fails the step)."""
         data = _carried(cause)
         data.update(step=step.name, usage=report.usage.model_dump(), rejections=list(report.rejections))
         if report.ok:
@@ -215,11 +302,17 @@ class Saga:
                 ]
             event_type = step.events.failed
         return self.factory.event(
-            event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause
+            event_type,
+            subject=cause.subject,
+            source=f"agent/{step.agent}",
+            data=data,
+            cause=cause,
+            signed_by=signed_by or step.agent,
         )
 
-    def compensated(self, step: Step, report: StepReport, *, cause: Event) -> Event:
-        """``step``'s compensated (or compensation-failed) event, caused by ``cause``."""
+    def compensated(self, step: Step, report: StepReport, *, cause: Event, signed_by: str | None = None) -> Event:
+        """``step``'s compensated (or compensation-failed) event, caused by ``cause``,
+        signed by the step's agent (or ``signed_by``, as for :meth:`performed`)."""
         data = _carried(cause)
         data.update(step=step.name, usage=report.usage.model_dump())
         if report.ok:
@@ -233,7 +326,12 @@ class Saga:
             ]
             event_type = self.compensation_failed_event(step)
         return self.factory.event(
-            event_type, subject=cause.subject, source=f"agent/{step.agent}", data=data, cause=cause
+            event_type,
+            subject=cause.subject,
+            source=f"agent/{step.agent}",
+            data=data,
+            cause=cause,
+            signed_by=signed_by or step.agent,
         )
 
     def approval_requested(self, step: Step, reason: str, *, cause: Event) -> Event:
@@ -246,6 +344,7 @@ class Saga:
             source=f"agent/{step.agent}",
             data=data,
             cause=cause,
+            signed_by=step.agent,
         )
 
     def approval_decided(self, step: Step, *, approved: bool, by: str, note: str, cause: Event) -> Event:
@@ -259,7 +358,10 @@ class Saga:
             reason = f"rejected by {by}" + (f": {note}" if note else "")
             data.update(reason=reason, failure={"step": step.name, "reason": reason})
             event_type = f"{step.title}Rejected"
-        return self.factory.event(event_type, subject=cause.subject, source=f"person/{by}", data=data, cause=cause)
+        # The person's decision reaches the bus through the coordinator, which signs it.
+        return self.factory.event(
+            event_type, subject=cause.subject, source=f"person/{by}", data=data, cause=cause, signed_by=OWNER
+        )
 
     def finished(self, *, cause: Event) -> Event:
         """The terminal event that follows ``cause`` (completed or cancelled)."""
@@ -269,13 +371,23 @@ class Saga:
         data = _carried(cause)
         if nxt.action is Action.COMPLETE:
             return self.factory.event(
-                self.workflow.completed_event, subject=cause.subject, source=self.source, data=data, cause=cause
+                self.workflow.completed_event,
+                subject=cause.subject,
+                source=self.source,
+                data=data,
+                cause=cause,
+                signed_by=OWNER,
             )
         failures = data.get("compensation_failures")
         status = WorkflowStatus.NEEDS_ATTENTION if failures else WorkflowStatus.COMPENSATED
         data["status"] = status.value
         return self.factory.event(
-            self.workflow.cancelled_event, subject=cause.subject, source=self.source, data=data, cause=cause
+            self.workflow.cancelled_event,
+            subject=cause.subject,
+            source=self.source,
+            data=data,
+            cause=cause,
+            signed_by=OWNER,
         )
 
     # -- reading a run back ---------------------------------------------------------
