@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +38,8 @@ from coordinator.results import StepOutcome, StepStatus, Usage, WorkflowResult, 
 from coordinator.workflow import Step, Workflow
 
 __all__ = ["OWNER", "Action", "NextAction", "Saga", "StepReport"]
+
+_INPUT_VERDICTS: Final = 1024  # inputs whose validation check_event remembers (runs in flight)
 
 OWNER: Final = "owner"
 """The emitter of a workflow's start and terminal events and of a person's approval
@@ -105,6 +108,7 @@ class Saga:
                 self._kinds[f"{step.title}Rejected"] = ("rejected", i)
         self._kinds[workflow.completed_event] = ("completed", len(steps))
         self._kinds[workflow.cancelled_event] = ("cancelled", len(steps))
+        self._input_verdicts: OrderedDict[str, tuple[str | None, str | None]] = OrderedDict()
 
     # -- the rules ------------------------------------------------------------------
 
@@ -222,18 +226,13 @@ class Saga:
         if not isinstance(raw_input, dict):
             problems.append("data.input is missing or not an object (the workflow input)")
         else:
-            try:
-                # As JSON: the input travelled as JSON, and a strict model reads dates and
-                # the like from their JSON form only.
-                validated = self.workflow.validate_input(json.dumps(raw_input))
-            except InvalidInput as exc:
-                problems.append(f"data.input is not a valid {self.workflow.input_model.__name__} ({exc})")
-            else:
-                if self.workflow.workflow_id(validated) != event.subject:
-                    problems.append(
-                        f"data.input is the input of {self.workflow.workflow_id(validated)!r}, "
-                        f"not of the event's subject {event.subject!r}"
-                    )
+            workflow_id, problem = self._checked_input(raw_input)
+            if problem is not None:
+                problems.append(problem)
+            elif workflow_id != event.subject:
+                problems.append(
+                    f"data.input is the input of {workflow_id!r}, not of the event's subject {event.subject!r}"
+                )
         results = data.get("results")
         steps = self.workflow.steps
         if kind == "succeeded":
@@ -257,6 +256,26 @@ class Saga:
                 f"{event.type} {event.id} of {event.subject!r} from {event.source!r} cannot be acted on: "
                 + "; ".join(problems)
             )
+
+    def _checked_input(self, raw_input: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(workflow id, None) for a valid input, (None, problem) for another.
+
+        Every event of a run carries the same input, so the verdicts on the latest
+        inputs are kept (validating one costs far more than the JSON text that keys it).
+        """
+        # As JSON: the input travelled as JSON, and a strict model reads dates and the
+        # like from their JSON form only.
+        text = json.dumps(raw_input, sort_keys=True, separators=(",", ":"))
+        verdict = self._input_verdicts.get(text)
+        if verdict is None:
+            try:
+                verdict = (self.workflow.workflow_id(self.workflow.validate_input(text)), None)
+            except InvalidInput as exc:
+                verdict = (None, f"data.input is not a valid {self.workflow.input_model.__name__} ({exc})")
+            self._input_verdicts[text] = verdict
+            if len(self._input_verdicts) > _INPUT_VERDICTS:
+                self._input_verdicts.popitem(last=False)
+        return verdict
 
     def triggers(self) -> dict[str, NextAction]:
         """Every non-terminal event type mapped to what it triggers: the subscription

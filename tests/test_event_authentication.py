@@ -90,6 +90,18 @@ async def test_signed_runs_end_as_expected_and_each_event_is_signed_by_its_emitt
             assert event.signingkey == keys.key_id(keys.verify(event))
 
 
+def test_a_signed_event_is_a_valid_cloudevent_whose_extensions_carry_the_signature() -> None:
+    from cloudevents.core.formats.json import JSONFormat
+
+    keys = Keyring.ephemeral([OWNER])
+    event = keys.sign(SAGA.started("o-1", order("o-1")), as_=OWNER)
+    cloudevent = JSONFormat().read(None, event.to_json())
+    assert cloudevent.get_extension("signingkey") == keys.key_id(OWNER)
+    assert cloudevent.get_extension("signature") == event.signature
+    unsigned = SAGA.started("o-1", order("o-1"))
+    assert "signature" not in unsigned.to_json() and "signingkey" not in unsigned.to_json()
+
+
 async def test_both_modes_emit_the_same_signed_events_byte_for_byte() -> None:
     keys = Keyring.ephemeral(PARTICIPANTS)
     logs = {}
