@@ -297,3 +297,30 @@ async def test_another_owner_takes_over_the_deadlines_of_an_owner_that_died(tmp_
     assert result.status is WorkflowStatus.COMPENSATED
     assert "agent 'payment' gave no answer within the run's deadline of 0.3s" in (result.reason or "")
     assert check_order_effects(sandbox, [result]) == []
+
+
+# -- a batch streams -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_batch_pulls_inputs_as_slots_free_up_and_yields_results_as_runs_end(mode: str) -> None:
+    base, sandbox = example_orders()[0], Sandbox()
+    pulled = 0
+
+    def orders() -> Any:
+        nonlocal pulled
+        for i in range(40):
+            pulled += 1
+            yield ORDER_FULFILMENT.validate_input(dict(base, order_id=f"s-{i}"))
+
+    async with (
+        sandbox.client() as client,
+        open_coordinator(ORDER_FULFILMENT, agents=order_agents(client=client), mode=mode, settings=FAST) as coordinator,
+    ):
+        ahead = []
+        async for result in coordinator.stream(orders(), concurrency=4):
+            assert result.status is WorkflowStatus.COMPLETED
+            ahead.append(pulled)
+    assert len(ahead) == 40
+    assert ahead[0] <= 5  # the first result came while only the first slots' inputs were read
+    assert all(n - i <= 5 for i, n in enumerate(ahead, start=1))  # never more than 4 in flight + 1 pulled
