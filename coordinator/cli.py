@@ -366,10 +366,16 @@ def prepare_state_dir(directory: Path) -> Path:
 
 def open_event_log(path: Path) -> SqliteEventLog:
     """The event log at ``path``; one message (exit 2) when it cannot be opened."""
+    existed = path.exists()
     try:
         return SqliteEventLog(path)
     except (sqlite3.Error, OSError) as exc:
-        raise fail(f"cannot open the event log {path}: {exc}; is it an agent-coordinator events.db?") from None
+        if existed:
+            raise fail(f"cannot open the event log {path}: {exc}; is it an agent-coordinator events.db?") from None
+        raise fail(
+            f"cannot create the event log {path}: {exc}; point --state-dir (or $COORDINATOR_STATE_DIR) "
+            "at a writable directory"
+        ) from None
 
 
 def existing_event_log(directory: Path, *, nothing: str = "run `coordinator run FILE` first") -> SqliteEventLog:

@@ -21,13 +21,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MODES = ("orchestration", "choreography")
 
 
-def run_and_export(tmp_path: Path, mode: str, attempt: int, *extra: str) -> bytes:
+def run_and_export(tmp_path: Path, mode: str, attempt: int) -> bytes:
     state = tmp_path / f"{mode}-{attempt}"
     cli = CliRunner()
+    reproducible = ["--seed", "7", "--logical-clock"]
     ran = cli.invoke(
-        app,
-        ["run", str(EXAMPLES / "orders.jsonl"), "--mode", mode, "--seed", "7", "--logical-clock", "--json"]
-        + ["--state-dir", str(state), *extra],
+        app, ["run", str(EXAMPLES / "orders.jsonl"), "--mode", mode, *reproducible, "--json", "--state-dir", str(state)]
     )
     assert ran.exit_code == 0, ran.output
     exported = cli.invoke(app, ["events", "export", "--state-dir", str(state)])
