@@ -181,7 +181,11 @@ BusPrefixOption = Annotated[
 ]
 ParamOption = Annotated[
     list[str] | None,
-    typer.Option("--param", help="a parameter the workflow declares, KEY=VALUE, e.g. approval_threshold_cents=100000"),
+    typer.Option(
+        "--param",
+        metavar="KEY=VALUE",
+        help="a parameter the workflow declares (repeatable), e.g. approval_threshold_cents=100000",
+    ),
 ]
 SupervisorOption = Annotated[
     str | None,
@@ -215,6 +219,7 @@ ModelOption = Annotated[
     list[str] | None,
     typer.Option(
         "--model",
+        metavar="SPEC",
         help="agents' chat model: fake (default), PROVIDER:MODEL (openai:gpt-4o-mini, anthropic:...), "
         "package.module:Class; AGENT=SPEC for one agent (repeatable); keys come from the environment",
     ),
@@ -303,6 +308,11 @@ def parse_parameters(pairs: Iterable[str] | None) -> tuple[tuple[str, str], ...]
             raise fail(f"--param {pair!r} must look like KEY=VALUE")
         parsed.append((key, value))
     return tuple(parsed)
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article ("an orchestration", "a choreography")."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 def _load_app(spec: str) -> WorkflowApp:
@@ -553,7 +563,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
             options.workflow,
         ):
             raise fail(
-                f"run id {run_id} already stands for a {record.mode} run of {record.app or record.workflow} "
+                f"run id {run_id} already stands for {_a(record.mode)} run of {record.app or record.workflow} "
                 f"in {event_log.path}; pass another --run-id (or none)"
             )
         async with AsyncExitStack() as stack:
@@ -651,7 +661,8 @@ def run(
     outbox: OutboxOption = None,
     json_output: RunJsonOption = False,
     logical_clock: Annotated[
-        bool, typer.Option(help="stamp events (and the run's start) with logical time: reproducible logs")
+        bool,
+        typer.Option("--logical-clock", help="stamp events (and the run's start) with logical time: reproducible logs"),
     ] = False,
     run_id: RunIdOption = None,
     state_directory: StateDirOption = None,
@@ -1104,7 +1115,7 @@ def _decide(
         raise fail(f"cannot decide on {workflow_id!r}: {resolved.problem}; left alone")
     mode = run_record.mode
     bus, state = overrides.pop("bus"), overrides.pop("state")
-    why = f"{workflow_id} is a {mode} run"
+    why = f"{workflow_id} is {_a(mode)} run"
     _refuse_inapplicable(mode, {"--bus": bus, "--state": state}, why=why)
     options = SessionOptions(
         mode=mode,

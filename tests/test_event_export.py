@@ -92,8 +92,9 @@ def test_an_explicit_run_id_is_used_and_one_that_stands_for_another_run_is_refus
         app, ["run", orders, "--run-id", "nightly-42", "--mode", "choreography", "--state-dir", str(state)]
     )
     assert clash.exit_code == 2
-    assert "run id nightly-42 already stands for a orchestration run of agents.orders:order_fulfilment_app" in " ".join(
-        clash.stderr.split()
+    assert (
+        "run id nightly-42 already stands for an orchestration run of agents.orders:order_fulfilment_app"
+        in " ".join(clash.stderr.split())
     )
     bad = cli.invoke(app, ["run", orders, "--run-id", "two words", "--state-dir", str(state)])
     assert bad.exit_code == 2 and "--run-id 'two words' is not a usable run id" in " ".join(bad.stderr.split())
