@@ -214,10 +214,12 @@ def test_ids_and_numbers_inside_reasons_are_printed_verbatim(
     threshold = ["--param", "approval_threshold_cents=1000"]
     assert cli.invoke(app, ["run", ORDERS, "--mode", "choreography", *threshold]).exit_code == 4
     assert "card declined: tok_declined" in out.getvalue()  # the run table's reasons
-    out.truncate(0)
+    out.seek(0)
+    out.truncate()
     assert cli.invoke(app, ["status"]).exit_code == 0
     assert "the total 1050 cents is above the approval threshold of 1000 cents" in out.getvalue()
-    out.truncate(0)
+    out.seek(0)
+    out.truncate()
     assert cli.invoke(app, ["trace", "o-1005"]).exit_code == 0
     traced = out.getvalue()
     assert "cannot ship to country AQ" in traced
