@@ -110,10 +110,8 @@ def main_options(
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
     ] = False,
 ) -> None:
-    """Run business workflows carried out by tool-using LLM agents, orchestrated or choreographed.
-
-    Shell completion: `coordinator --install-completion` (bash, zsh, fish, PowerShell).
-    """
+    """Options of the command itself: --version, and shell completion (typer adds
+    --install-completion and --show-completion)."""
 
 
 def state_dir(explicit: Path | None) -> Path:
@@ -997,11 +995,14 @@ def resume(
     json_output: RunJsonOption = False,
     state_directory: StateDirOption = None,
 ) -> None:
-    """Finish runs that a crash left in flight: the event log says which; each is
-    carried on, with the app and in the mode it recorded, from its last checkpoint
-    (orchestration) or its latest event (choreography) until it ends or waits for a
-    person. A run whose app cannot be loaded is named with the app it needs and left
-    alone. With --workflow, only the runs of that app's workflow are resumed."""
+    """Finish runs that a crash left in flight (the event log says which).
+
+    Each is carried on, with the app and in the mode it recorded, from its last
+    checkpoint (orchestration) or its latest event (choreography) until it ends or
+    waits for a person. A run whose app cannot be loaded is named with the app it
+    needs and left alone. With --workflow, only the runs of that app's workflow are
+    resumed.
+    """
     directory = state_dir(state_directory)
     event_log = existing_event_log(directory, nothing="nothing to resume")
     resolver = AppResolver(workflow)
@@ -1414,9 +1415,11 @@ def trace(
     workflow: RunsAppOption = None,
     state: Annotated[Path | None, typer.Option("--state-dir", help="directory holding the event log")] = None,
 ) -> None:
-    """Show one workflow run's causal chain of events, from the event log: a header
-    naming its workflow, app, mode and status, then each event under its cause, with
-    the event's data apart from what it cost (model and tool calls)."""
+    """Show one workflow run's causal chain of events, from the event log.
+
+    A header names its workflow, app, mode and status; then each event is shown
+    under its cause, its data apart from what it cost (model and tool calls).
+    """
     directory = state_dir(state)
     event_log = existing_event_log(directory)
     try:
@@ -1499,11 +1502,13 @@ def export_events(
     output: Annotated[Path | None, typer.Option(help="write the JSON lines to this file (default: print them)")] = None,
     state_directory: StateDirOption = None,
 ) -> None:
-    """Print every event of the event log as JSON lines (the CloudEvents JSON format),
-    in a canonical order: by workflow id, then each workflow's events in causal
-    order (siblings by time, type and id). It does not depend on how runs
-    interleaved, nor on the mode: with --seed and --logical-clock, the same inputs
-    export the same bytes."""
+    """Print every event of the event log as JSON lines, in a canonical order.
+
+    Each line is an event in the CloudEvents JSON format; the order is by workflow
+    id, then each workflow's events in causal order (siblings by time, type and id).
+    It does not depend on how runs interleaved, nor on the mode: with --seed and
+    --logical-clock, the same inputs export the same bytes.
+    """
     directory = state_dir(state_directory)
     event_log = existing_event_log(directory)
     try:
