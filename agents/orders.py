@@ -19,8 +19,8 @@ from langchain_core.language_models import BaseChatModel
 from agents.agent import Agent
 from agents.fake import ScriptedChatModel
 from agents.models import parse_model_options
-from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
-from coordinator.errors import WorkflowDefinitionError
+from coordinator.app import AppEnvironment, AppOptions, Parameter, WorkflowApp
+from coordinator.errors import CoordinatorError, WorkflowDefinitionError
 from coordinator.results import WorkflowResult, WorkflowStatus
 from coordinator.workflow import Step, StepEvents, Workflow
 from tools.orders import Order, ServiceUrls, order_tools
@@ -251,6 +251,19 @@ def _chosen_models(options: AppOptions) -> dict[str, BaseChatModel]:
     return choice.models(_OWNED_TOOLS)
 
 
+# What reading the services' state raises when --services is not (or no longer) a
+# reachable `coordinator sandbox`: transport errors, error answers, foreign bodies.
+_UNREACHABLE = (httpx.HTTPError, ValueError, KeyError, TypeError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"{exc.request.url} answered {exc.response.status_code}; is it a `coordinator sandbox`?"
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"not a `coordinator sandbox` answer ({type(exc).__name__}: {exc})"
+
+
 @asynccontextmanager
 async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironment]:
     """Agents over in-process services (kept in ``options.store`` when given) or over
@@ -260,10 +273,21 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
     if options.services:
         base_url = options.services.rstrip("/")
         async with httpx.AsyncClient(timeout=30.0) as client:
-            remote = await RemoteSandboxState.fetch(client, base_url)
+            try:
+                remote = await RemoteSandboxState.fetch(client, base_url)
+            except _UNREACHABLE as exc:
+                raise CoordinatorError(
+                    f"cannot use the services at --services {options.services}: {_describe(exc)}; start them "
+                    "with `coordinator sandbox --port 8700` (or point --services at where they run)"
+                ) from exc
 
             async def check_remote(results: Sequence[WorkflowResult]) -> list[str]:
-                return check_order_effects(await RemoteSandboxState.fetch(client, base_url), results)
+                try:
+                    state = await RemoteSandboxState.fetch(client, base_url)
+                except _UNREACHABLE as exc:
+                    # The runs are done: an unreachable check is reported, not raised.
+                    return [f"could not check the services at {base_url} after the runs: {_describe(exc)}"]
+                return check_order_effects(state, results)
 
             yield AppEnvironment(
                 agents=order_agents(client=client, model=models, urls=ServiceUrls.at(base_url)),
@@ -297,4 +321,15 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
 
 
 #: The flagship app: ``coordinator run examples/orders.jsonl`` runs this.
-order_fulfilment_app = WorkflowApp(workflow=ORDER_FULFILMENT, environment=_order_environment)
+order_fulfilment_app = WorkflowApp(
+    workflow=ORDER_FULFILMENT,
+    environment=_order_environment,
+    parameters=(
+        Parameter(
+            "approval_threshold_cents",
+            int,
+            default=None,
+            description="a charge above this many cents waits for a person's approval; not set: none waits",
+        ),
+    ),
+)

@@ -6,11 +6,21 @@ and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`bus.nats`). Adding a backend
 means writing a sibling module that implements :class:`EventBus`, adding its scheme
 to ``_BACKENDS`` below, and adding its config to the contract suite in
 ``tests/contract`` (one ``backend_<name>.py``).
+
+Names on a shared broker: ``open_bus(url, namespace=...)`` gives a backend the
+default names of one application, so that two applications on one broker never
+share an exchange, queue, stream or subject by accident. The CLI passes
+:func:`bus_namespace` of the workflow's name (and ``--bus-prefix`` /
+``$COORDINATOR_BUS_PREFIX``): ``order-fulfilment`` becomes RabbitMQ's exchange
+``order-fulfilment`` with queues ``order-fulfilment.<group>``, and NATS's stream
+``order-fulfilment`` with subjects ``order-fulfilment.<type>``. Names set in the
+URL's query (or as keyword options) win over the namespace's.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -27,12 +37,29 @@ __all__ = [
     "Handler",
     "InMemoryBus",
     "Subscription",
+    "bus_namespace",
     "open_bus",
 ]
 
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
-def _open_memory(url: str, **options: Any) -> EventBus:
-    return InMemoryBus(**options)
+
+def bus_namespace(workflow: str, prefix: str = "") -> str:
+    """The broker namespace of a workflow's buses: ``prefix + workflow``, with every
+    run of characters that is not a letter, digit, ``_`` or ``-`` made one ``-`` (the
+    characters every backend accepts in its names). Raises :class:`BusError` when
+    nothing is left."""
+    namespace = _NOT_IN_A_NAME.sub("-", f"{prefix}{workflow}").strip("-")
+    if not namespace:
+        raise BusError(
+            f"cannot name broker objects after workflow {workflow!r} with prefix {prefix!r}: "
+            "use letters, digits, '_' or '-'"
+        )
+    return namespace
+
+
+def _open_memory(url: str, *, namespace: str | None = None, **options: Any) -> EventBus:
+    return InMemoryBus(**options)  # one process's bus: there is nobody to collide with
 
 
 def _lazy_backend(module: str, attribute: str, extra: str, packages: tuple[str, ...]) -> Callable[..., EventBus]:
@@ -65,8 +92,13 @@ _BACKENDS: Final[Mapping[str, Callable[..., EventBus]]] = MappingProxyType(
 )
 
 
-def open_bus(url: str = "memory://", **options: Any) -> EventBus:
+def open_bus(url: str = "memory://", *, namespace: str | None = None, **options: Any) -> EventBus:
     """Open the event bus ``url`` names; ``options`` go to the backend's constructor.
+
+    ``namespace`` (see :func:`bus_namespace`) derives a broker backend's default
+    names (exchange and queue prefix; stream and subject prefix) from one
+    application's name; None keeps the backend's own defaults. The memory bus has no
+    names to derive.
 
     ``memory://`` gives an :class:`InMemoryBus` (options: ``max_deliveries``,
     ``redelivery_delay``, ``duplicate_delivery``, ``close_timeout``); ``amqp://...``
@@ -80,7 +112,7 @@ def open_bus(url: str = "memory://", **options: Any) -> EventBus:
     supported = ", ".join(f"{s}://" for s in sorted(_BACKENDS))
     factory = _BACKENDS.get(scheme)
     if factory is not None:
-        return factory(url, **options)
+        return factory(url, namespace=namespace, **options)
     # Name only the scheme: the rest of a broker URL may carry credentials.
     shown = f"{scheme}://" if scheme else "no scheme"
     raise BusError(f"unknown bus URL scheme ({shown}); supported schemes: {supported}, e.g. open_bus('memory://')")

@@ -306,8 +306,14 @@ class JetStreamBus(ClosesOnExit):
         self._close_finished = asyncio.Event()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> JetStreamBus:
+    def from_url(cls, url: str, *, namespace: str | None = None, **options: Any) -> JetStreamBus:
         """The bus for ``url`` with keyword ``options`` (what :func:`bus.open_bus` calls).
+
+        ``namespace`` (one application's name, :func:`bus.bus_namespace`) sets the
+        default names: stream ``<namespace>`` (dead letters ``<namespace>_DLQ``) and
+        subjects ``<namespace>.<type>``, so that two applications on one server
+        share neither a stream nor a subject. Without it the constructor's defaults
+        apply.
 
         The URL's query may set this bus's options, so that a command line (``coordinator
         worker --bus URL``) can give each deployment or test its own stream::
@@ -317,8 +323,9 @@ class JetStreamBus(ClosesOnExit):
         Recognised: ``stream``, ``subject_prefix``, ``max_deliveries``,
         ``redelivery_delay``, ``ack_wait``, ``close_timeout``; they are removed from the
         URL (nats-py takes no query options, so any other parameter is an error).
-        Keyword ``options`` win over the URL's. Raises :class:`BusError` for an unknown
-        option or a value of the wrong type or out of range.
+        Keyword ``options`` win over the URL's, and both over the namespace's names.
+        Raises :class:`BusError` for an unknown option or a value of the wrong type or
+        out of range.
         """
         parts = urlsplit(url)
         from_query: dict[str, Any] = {}
@@ -334,8 +341,9 @@ class JetStreamBus(ClosesOnExit):
                 raise BusError(
                     f"bus URL option {key}={value!r} is not {'an integer' if kind is int else 'a number'}"
                 ) from None
+        named = {"stream": namespace, "subject_prefix": namespace} if namespace else {}
         try:
-            return cls(urlunsplit(parts._replace(query="")), **{**from_query, **options})
+            return cls(urlunsplit(parts._replace(query="")), **{**named, **from_query, **options})
         except ValueError as exc:
             raise BusError(f"invalid NATS bus option: {exc}") from exc
 

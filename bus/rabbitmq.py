@@ -405,8 +405,13 @@ class RabbitMQBus(ClosesOnExit):
         self._close_finished = asyncio.Event()
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RabbitMQBus:
+    def from_url(cls, url: str, *, namespace: str | None = None, **options: Any) -> RabbitMQBus:
         """The bus for ``url``: the factory :func:`bus.open_bus` calls.
+
+        ``namespace`` (one application's name, :func:`bus.bus_namespace`) sets the
+        default names: exchange ``<namespace>`` and queues ``<namespace>.<group>``
+        (dead letters in ``<namespace>.dead-letters``), so that two applications on
+        one vhost share nothing. Without it the constructor's defaults apply.
 
         The URL's query may set this bus's options, so that a command line (``coordinator
         worker --bus URL``) can give each deployment or test its own names::
@@ -416,12 +421,14 @@ class RabbitMQBus(ClosesOnExit):
         Recognised: ``exchange``, ``queue_prefix``, ``max_deliveries``,
         ``redelivery_delay``, ``prefetch``, ``close_timeout``. They are removed from
         the URL; the other query parameters stay for aio-pika (``heartbeat``,
-        ``reconnect_interval``, ...). Keyword ``options`` win over the URL's. Raises
-        :class:`BusError` for a value of the wrong type or out of range.
+        ``reconnect_interval``, ...). Keyword ``options`` win over the URL's, and both
+        over the namespace's names. Raises :class:`BusError` for a value of the wrong
+        type or out of range.
         """
         url, from_query = _bus_options_from_query(url)
+        named = {"exchange": namespace, "queue_prefix": f"{namespace}."} if namespace else {}
         try:
-            return cls(url, **{**from_query, **options})
+            return cls(url, **{**named, **from_query, **options})
         except ValueError as exc:
             raise BusError(f"invalid RabbitMQ bus option: {exc}") from exc
 

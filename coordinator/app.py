@@ -2,14 +2,18 @@
 
 A :class:`WorkflowApp` pairs a :class:`~coordinator.workflow.Workflow` with a
 factory for the environment its runs need (agents with their models and tools, the
-services those tools call). The flagship is ``agents.orders:order_fulfilment_app``;
-``coordinator run FILE --workflow mypackage.travel:app`` runs a user's own.
+services those tools call) and declares the run parameters its rules read
+(:class:`Parameter`: name, type, default), so that ``--param`` can refuse a name or
+value the workflow does not know. The flagship is
+``agents.orders:order_fulfilment_app``; ``coordinator run FILE --workflow
+mypackage.travel:app`` runs a user's own.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,7 @@ from coordinator.workflow import Workflow
 if TYPE_CHECKING:
     from agents.agent import Agent
 
-__all__ = ["AppEnvironment", "AppOptions", "WorkflowApp", "load_app"]
+__all__ = ["AppEnvironment", "AppOptions", "InvalidParameter", "Parameter", "WorkflowApp", "load_app"]
 
 
 @dataclass(frozen=True)
@@ -65,23 +69,100 @@ class AppEnvironment:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class InvalidParameter(WorkflowDefinitionError):
+    """A run parameter (``--param KEY=VALUE``) that the app does not declare, or whose
+    value is not of the declared type; the message names both and lists what is
+    declared."""
+
+
+#: The types a parameter may have: what a command line can spell unambiguously.
+ParameterType = type[int] | type[float] | type[str] | type[bool]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A run parameter a workflow's rules read (``RunSettings.parameters``).
+
+    * ``name`` -- the key (``--param NAME=VALUE``);
+    * ``type`` -- ``int``, ``float``, ``str`` or ``bool``; a value is converted to it
+      and refused when it does not fit (no rounding, no ``"yes"`` for ``True``);
+    * ``default`` -- the value when not given (``None``: the rule's "not set");
+    * ``description`` -- one line for ``--help`` and error messages.
+    """
+
+    name: str
+    type: ParameterType
+    default: Any = None
+    description: str = ""
+
+    def convert(self, text: str) -> Any:
+        """``text`` (from the command line) as a value of this parameter's type.
+
+        Raises :class:`InvalidParameter` naming the parameter, the value and the type."""
+        try:
+            if self.type is str:
+                return text
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if self.type is bool and isinstance(value, bool):
+            return value
+        if self.type is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if self.type is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        wanted = {int: "an integer", float: "a number", bool: "true or false"}.get(self.type, self.type.__name__)
+        raise InvalidParameter(f"--param {self.name}={text!r}: {self.name} must be {wanted} ({self.description})")
+
+
 @dataclass(frozen=True)
 class WorkflowApp:
-    """A workflow and the factory of the environment its runs need."""
+    """A workflow, the factory of the environment its runs need, and the run
+    parameters its rules read (``parameters``; none by default)."""
 
     workflow: Workflow
     environment: Callable[[AppOptions], AbstractAsyncContextManager[AppEnvironment]]
+    parameters: tuple[Parameter, ...] = ()
+
+    def resolve_parameters(self, given: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """Every declared parameter's value: ``given`` (``name -> text`` from the command
+        line) converted to its type, else its default.
+
+        Raises :class:`InvalidParameter` for a name the app does not declare (listing
+        the declared ones) or a value of the wrong type.
+        """
+        declared = {p.name: p for p in self.parameters}
+        values = {p.name: p.default for p in self.parameters}
+        for name, text in given.items() if isinstance(given, Mapping) else given:
+            parameter = declared.get(name)
+            if parameter is None:
+                known = ", ".join(f"{p.name} ({p.type.__name__})" for p in self.parameters) or "none"
+                raise InvalidParameter(
+                    f"--param {name}: workflow {self.workflow.name!r} has no parameter {name!r}; it declares: {known}"
+                )
+            values[name] = parameter.convert(text)
+        return values
 
 
-def load_app(spec: str) -> WorkflowApp:
-    """Import ``package.module:attribute`` and check that it is a WorkflowApp."""
+def load_app(spec: str, *, origin: str = "--workflow") -> WorkflowApp:
+    """Import ``package.module:attribute`` and check that it is a WorkflowApp.
+
+    Raises :class:`WorkflowDefinitionError` naming ``spec`` and ``origin`` (where the
+    spec came from: the ``--workflow`` option, a run's record) when the module
+    cannot be imported -- whatever its import raised -- or the attribute is not a
+    WorkflowApp.
+    """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise WorkflowDefinitionError(f"--workflow {spec!r} must look like 'package.module:attribute'")
+        raise WorkflowDefinitionError(f"{origin} {spec!r} must look like 'package.module:attribute'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise WorkflowDefinitionError(f"cannot import {module_name!r} for --workflow {spec!r}: {exc}") from exc
+        raise WorkflowDefinitionError(f"cannot import {module_name!r} for {origin} {spec!r}: {exc}") from exc
+    except Exception as exc:  # a broken module: its import raised; say so instead of a traceback
+        raise WorkflowDefinitionError(
+            f"importing {module_name!r} for {origin} {spec!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     app = getattr(module, attribute, None)
     if not isinstance(app, WorkflowApp):
         raise WorkflowDefinitionError(

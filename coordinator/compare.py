@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -792,6 +793,10 @@ def run_compare_command(
 
     out = console or Console()
     err = Console(stderr=True)
+    unusable = _unusable_report_directory(report) if report is not None else None
+    if unusable is not None:  # checked before the runs: a report that cannot be written wastes them
+        err.print(unusable, style="red", markup=False, highlight=False)
+        return 2
     try:
         plan = FaultPlan.parse(faults)
         app = load_app(workflow)
@@ -835,10 +840,28 @@ def run_compare_command(
         command = f"coordinator compare {file}" + (f" --orders {orders}" if orders else "") + f" --faults {faults}"
         command += f" --bus {bus}" if bus else ""
         command += f" --report {report}"
-        written = write_report(result, report, command=command)
+        try:
+            written = write_report(result, report, command=command)
+        except OSError as exc:
+            err.print(f"cannot write the report to {report}: {exc}", style="red", markup=False, highlight=False)
+            return 2
         if not json_output:
             out.print(f"report: {written[-3]} (+ {len(written) - 3} more files in {report})")
     return 1 if result.violation_count else 0
+
+
+def _unusable_report_directory(directory: Path) -> str | None:
+    """Why ``--report DIRECTORY`` cannot be written (a file on its path, an unwritable
+    parent), or None when it can be (made)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is" if existing == directory else f"is under {existing}, which is"
+        return f"--report {directory} {where} a file, not a directory; pick a directory for the report"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--report {directory}: {existing} is not writable; pick a directory you can write"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,8 +24,9 @@ trouble (3), then bad input lines (1), then waiting runs (4).
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from coordinator.events import Event
 from coordinator.results import WorkflowResult, WorkflowStatus
+from coordinator.saga import Action, Saga
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -44,6 +47,7 @@ __all__ = [
     "EXIT_WAITING",
     "STATUS_STYLE",
     "RunReport",
+    "WaitingFor",
     "most_severe",
     "summary_of",
 ]
@@ -199,7 +203,9 @@ class RunReport:
         self.console.print(self.summary_line())
         if log_hint is not None:
             explain = self.first_explained or self.first_id or "ID"
-            self.console.print(f"[dim]{log_hint}; explain one: coordinator trace {escape(explain)}[/]")
+            self.console.print(
+                f"[dim]{escape(log_hint)}; explain one: coordinator trace {escape(explain)}[/]", highlight=False
+            )
         for workflow_id in self.waiting:
             self.console.print(
                 f"[cyan]{escape(workflow_id)} waits for approval:[/] coordinator approve {escape(workflow_id)} "
@@ -226,3 +232,72 @@ def most_severe(codes: Collection[int]) -> int:
     """The exit code that sums up several batches' codes (2, then 3, 1, 4, 0)."""
     rank = {EXIT_UNUSABLE: 0, EXIT_TROUBLE: 1, EXIT_BAD_INPUT: 2, EXIT_WAITING: 3, EXIT_OK: 4}
     return min(codes, key=lambda code: rank.get(code, -1), default=EXIT_OK)
+
+
+class WaitingFor:
+    """What a batch of runs in flight waits for: the progress line of a choreography.
+
+    Nobody holds a whole choreography, so "what is it waiting for" is read from the
+    record: each run's latest event in the log (``events(workflow_id)``) and the
+    saga's rule for what follows it name the participant and the tool it should
+    call next -- which a person watching a stalled run on a broker needs to know
+    (is the payment worker running?). Runs are listed oldest first; ``deadline`` is
+    what ends a stall.
+    """
+
+    def __init__(
+        self,
+        *,
+        events: Callable[[str], Sequence[Event]],
+        saga: Saga,
+        deadline: float | None,
+        shown: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._events = events
+        self._saga = saga
+        self._deadline = deadline
+        self._shown = shown
+        self._clock = clock
+        self._since: dict[str, float] = {}  # workflow id -> when it was started (dicts keep order)
+
+    def started(self, workflow_id: str) -> None:
+        self._since.setdefault(workflow_id, self._clock())
+
+    def ended(self, workflow_id: str) -> None:
+        self._since.pop(workflow_id, None)
+
+    def describe(self) -> str:
+        """One line: how many runs are in flight and, for the oldest, whose move it is."""
+        if not self._since:
+            return "waiting for the first run to start"
+        now = self._clock()
+        oldest = list(self._since.items())[: self._shown]
+        parts = [f"{workflow_id} ({now - since:.0f} s): {self._next(workflow_id)}" for workflow_id, since in oldest]
+        count = len(self._since)
+        line = f"waiting for {count} run{'s' if count != 1 else ''}: " + "; ".join(parts)
+        if count > len(oldest):
+            line += f"; +{count - len(oldest)} more"
+        if self._deadline is not None:
+            line += f" (each fails its stuck step after {self._deadline:g} s)"
+        return line
+
+    def _next(self, workflow_id: str) -> str:
+        events = self._events(workflow_id)
+        if not events:
+            return "its start to be logged"
+        last = events[-1].type
+        if self._saga.is_pause(last):
+            return f"a person's approval (after {last})"
+        try:
+            nxt = self._saga.next_action(last)
+        except KeyError:
+            return f"whoever handles {last}"
+        if nxt is None:
+            return f"its result to be read (after {last})"
+        if nxt.step is None:
+            return f"the owner to end it (after {last})"
+        if nxt.action is Action.PERFORM:
+            return f"{nxt.step.agent} to call {nxt.step.action} (after {last})"
+        undo = nxt.step.compensation or f"undo {nxt.step.name}"
+        return f"{nxt.step.agent} to call {undo} (after {last})"

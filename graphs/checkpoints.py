@@ -4,10 +4,17 @@
 ``--state``                        checkpointer
 =================================  ==================================================
 (not given) / ``sqlite``           ``AsyncSqliteSaver`` on ``<state dir>/checkpoints.db``
-``sqlite:///path/to/file.db``      ``AsyncSqliteSaver`` on that file
+``sqlite://PATH``                  ``AsyncSqliteSaver`` on the file ``PATH``: absolute
+                                   with a third slash (``sqlite:///var/lib/c.db``),
+                                   else relative to the working directory
+                                   (``sqlite://c.db``)
 ``postgresql://user@host/db``      ``AsyncPostgresSaver`` over a connection pool
 ``memory``                         ``InMemorySaver`` (nothing survives the process)
 =================================  ==================================================
+
+A SQLite file outside the state directory must have an existing parent directory:
+nothing is created outside the state directory (a typo must not make
+``/nonexistent-dir`` at the filesystem root); inside it, missing directories are made.
 
 The workflow id is the thread id. SQLite is the default because it is a file: a
 killed process resumes from it with no server. It uses one connection, so it does
@@ -20,8 +27,9 @@ schema must exist); tests use that to isolate themselves.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +60,15 @@ async def open_checkpointer(
     """Open the checkpointer ``spec`` names (see the module table); close it on exit.
 
     Raises :class:`CoordinatorError` for an unknown spec (listing the valid forms),
-    a missing optional package (naming the extra to install), or a database that
-    cannot be reached (naming it, without its password).
+    a SQLite file whose directory does not exist outside ``state_dir`` or that
+    cannot be opened, a missing optional package (naming the extra to install), or
+    a database that cannot be reached (naming it, without its password).
     """
     if spec == "memory":
         yield InMemorySaver()
         return
     if spec is None or spec == "sqlite" or spec.startswith("sqlite://"):
-        path = state_dir / "checkpoints.db" if spec in (None, "sqlite") else Path(spec.removeprefix("sqlite://"))
+        path = state_dir / "checkpoints.db" if spec in (None, "sqlite") else _sqlite_path(spec, state_dir)
         async with _sqlite(path) as saver:
             yield saver
         return
@@ -72,17 +81,47 @@ async def open_checkpointer(
     )
 
 
+def _sqlite_path(spec: str, state_dir: Path) -> Path:
+    """The file ``sqlite://PATH`` names, checked: a directory outside ``state_dir``
+    must exist already (see the module docstring)."""
+    path = Path(spec.removeprefix("sqlite://"))
+    if not str(path) or str(path) == ".":
+        raise CoordinatorError(
+            f"--state {spec!r} names no file; use sqlite:///absolute/path.db or sqlite://relative/path.db"
+        )
+    parent = path.parent.resolve()
+    if parent.is_relative_to(state_dir.resolve()):
+        return path
+    if not parent.exists():
+        raise CoordinatorError(
+            f"--state {spec}: the directory {parent} does not exist; create it first, or keep the checkpoints "
+            f"in the state directory (--state sqlite, {state_dir / 'checkpoints.db'}). Note sqlite:///x.db "
+            "is the absolute /x.db and sqlite://x.db is relative to the working directory"
+        )
+    if not parent.is_dir():
+        raise CoordinatorError(f"--state {spec}: {parent} is not a directory; name a file in a directory")
+    return path
+
+
 @asynccontextmanager
 async def _sqlite(path: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    # Only ever the state directory's own subdirectories: an outside path was
+    # checked to have its directory already (_sqlite_path).
     path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        # WAL lets `coordinator status` read while a run writes; NORMAL sync is
-        # durable across a process kill (only an OS crash can lose the last commits).
-        await saver.conn.execute("PRAGMA journal_mode=WAL")
-        await saver.conn.execute("PRAGMA synchronous=NORMAL")
-        await saver.setup()
+    async with AsyncExitStack() as stack:
+        try:
+            saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            # WAL lets `coordinator status` read while a run writes; NORMAL sync is
+            # durable across a process kill (only an OS crash can lose the last commits).
+            await saver.conn.execute("PRAGMA journal_mode=WAL")
+            await saver.conn.execute("PRAGMA synchronous=NORMAL")
+            await saver.setup()
+        except sqlite3.Error as exc:
+            raise CoordinatorError(
+                f"cannot use {path} for checkpoints: {exc}; check that it is a writable SQLite file"
+            ) from exc
         yield saver
 
 

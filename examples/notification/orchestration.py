@@ -73,4 +73,5 @@ async def _environment(options: AppOptions) -> AsyncIterator[AppEnvironment]:
         yield replace(env, agents=[*env.agents, notifier_agent(NOTIFICATIONS)])
 
 
-app = WorkflowApp(workflow=WORKFLOW, environment=_environment)
+# The payment step keeps its approval rule, so the order app's parameters apply.
+app = WorkflowApp(workflow=WORKFLOW, environment=_environment, parameters=order_fulfilment_app.parameters)
