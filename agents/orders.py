@@ -203,11 +203,7 @@ def check_order_effects(sandbox: SandboxState, results: Sequence[WorkflowResult]
             repeated = {kind: n for kind, n in effects.counts.items() if n > 1}
             if repeated:
                 problems.append(f"{order_id}: an effect was made more than once: {repeated}")
-    held: dict[str, int] = {}
-    for reservation in sandbox.inventory.reservations.values():
-        if reservation.status == "held":
-            for item in reservation.items:
-                held[item.sku] = held.get(item.sku, 0) + item.quantity
+    held = sandbox.inventory.held()
     for sku, initial in sandbox.inventory.initial_stock.items():
         if sandbox.inventory.stock[sku] != initial - held.get(sku, 0):
             problems.append(
@@ -274,7 +270,8 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
         base_url = options.services.rstrip("/")
         async with httpx.AsyncClient(timeout=30.0) as client:
             try:
-                remote = await RemoteSandboxState.fetch(client, base_url)
+                # Only the catalogue is needed up front, not every record the services hold.
+                remote = await RemoteSandboxState.fetch(client, base_url, order_ids=())
             except _UNREACHABLE as exc:
                 raise CoordinatorError(
                     f"cannot use the services at --services {options.services}: {_describe(exc)}; start them "
@@ -283,7 +280,7 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
 
             async def check_remote(results: Sequence[WorkflowResult]) -> list[str]:
                 try:
-                    state = await RemoteSandboxState.fetch(client, base_url)
+                    state = await RemoteSandboxState.fetch(client, base_url, order_ids=[r.workflow_id for r in results])
                 except _UNREACHABLE as exc:
                     # The runs are done: an unreachable check is reported, not raised.
                     return [f"could not check the services at {base_url} after the runs: {_describe(exc)}"]

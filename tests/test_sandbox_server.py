@@ -166,6 +166,25 @@ async def test_remote_state_matches_the_in_process_state() -> None:
     assert len(remote.effects_for("o-1").outstanding) == 2
 
 
+async def test_some_orders_state_is_fetched_without_every_record() -> None:
+    sandbox = Sandbox()
+    async with sandbox.client() as client:
+        await place_order(client, SANDBOX_BASE_URL)
+        tools = order_tools(client=client, urls=ServiceUrls.at(SANDBOX_BASE_URL))
+        await tools["reserve_stock"].ainvoke(
+            {"order_id": "o-3", "items": [{"sku": "SKU-PEAR", "quantity": 4}], "currency": "EUR"},
+            config=context("o-3", "inventory", "reserve_stock"),
+        )
+        some = await RemoteSandboxState.fetch(client, SANDBOX_BASE_URL, order_ids=["o-3", "o-9"])
+    assert [r.order_id for r in some.inventory.reservations.values()] == ["o-3"]
+    assert some.payment.charges == {} and some.shipping.shipments == {}
+    # Stock conservation still sees every reservation: the service counts what is held.
+    assert some.inventory.held() == sandbox.inventory.held() == {"SKU-APPLE": 2, "SKU-FIG": 1, "SKU-PEAR": 4}
+    assert some.effects_for("o-3").counts == {"reservation:held": 1}
+    assert some.effects_for("o-9").counts == {} and some.effects_for("o-1").counts == {}
+    assert sandbox.effects_for("o-3") == some.effects_for("o-3")
+
+
 async def test_orders_against_served_services_are_validated_against_their_catalogue(tmp_path: Path) -> None:
     scenario = tmp_path / "scenario.json"
     scenario.write_text(json.dumps({"catalogue": {"SKU-X": {"name": "X", "unit_price_cents": 5, "stock": 9}}}))

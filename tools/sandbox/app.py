@@ -36,9 +36,9 @@ class OrderEffects:
     """Everything the sandbox holds for one order (the live records, not copies)."""
 
     order_id: str
-    reservations: tuple[Reservation, ...]
-    charges: tuple[Charge, ...]
-    shipments: tuple[Shipment, ...]
+    reservations: tuple[Reservation, ...] = ()
+    charges: tuple[Charge, ...] = ()
+    shipments: tuple[Shipment, ...] = ()
 
     @property
     def outstanding(self) -> list[str]:
@@ -79,6 +79,7 @@ class InventoryState(Protocol):
     def unit_prices(self) -> Mapping[str, int]: ...
     @property
     def currency(self) -> str: ...
+    def held(self) -> dict[str, int]: ...
 
 
 class SandboxState(Protocol):

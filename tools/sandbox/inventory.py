@@ -12,9 +12,10 @@ Routes (mounted at ``/inventory`` by :class:`tools.sandbox.Sandbox`):
   ``{reservation_id, status: "released"}``; gives the stock back. Releasing again is
   a no-op with the same answer; an unknown id -> 404.
 * ``GET /reservations[?order_id=...]`` -> ``{"reservations": [...]}`` (full records,
-  with ``idempotency_key``)
+  with ``idempotency_key``; ``order_id`` may repeat)
 * ``GET /catalogue`` -> ``{"currency": "EUR", "items": [{sku, name, unit_price_cents,
-  stock, initial_stock}]}`` (``stock``: units available now)
+  stock, initial_stock, held}]}`` (``stock``: units available now; ``held``: units
+  held by reservations, so stock conservation is checkable without every record)
 """
 
 from __future__ import annotations
@@ -140,12 +141,15 @@ class InventoryService(ResourceService[Reservation]):
     def held(self) -> dict[str, int]:
         """Units currently held by ``held`` reservations, per SKU."""
         with self.store.lock:
-            totals: dict[str, int] = {}
-            for reservation in self.records.values():
-                if reservation.status == "held":
-                    for item in reservation.items:
-                        totals[item.sku] = totals.get(item.sku, 0) + item.quantity
-            return totals
+            return self._held()
+
+    def _held(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for reservation in self.records.values():
+            if reservation.status == "held":
+                for item in reservation.items:
+                    totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+        return totals
 
     # -- the domain rule: all-or-nothing stock arithmetic ----------------------------
 
@@ -220,6 +224,7 @@ class InventoryService(ResourceService[Reservation]):
         return [Route("/catalogue", self._get_catalogue, methods=["GET"])]
 
     def _catalogue(self, request: Request) -> Answer:
+        held = self._held()  # already under the store's lock, as every read is
         items = [
             {
                 "sku": sku,
@@ -227,6 +232,7 @@ class InventoryService(ResourceService[Reservation]):
                 "unit_price_cents": item.unit_price_cents,
                 "stock": self.stock[sku],
                 "initial_stock": self.initial_stock[sku],
+                "held": held.get(sku, 0),
             }
             for sku, item in self.scenario.catalogue.items()
         ]

@@ -106,6 +106,9 @@ class ResourceService(ABC, Generic[R]):
     def __init__(self, scenario: Scenario, *, db: SandboxDatabase | None = None) -> None:
         self.scenario = scenario
         self.records: dict[str, R] = {}
+        # order id -> its record ids: a check of one order must not scan every record
+        # (a batch's checks would cost the square of its size).
+        self._by_order: dict[str, list[str]] = {}
         self.db = db
         self.store = IdempotencyStore(self.service, scenario, db, load_state=self._load_state)
         self.collection = f"{self.noun}s"
@@ -128,7 +131,13 @@ class ResourceService(ABC, Generic[R]):
 
     def for_order(self, order_id: str) -> tuple[R, ...]:
         """The records made for ``order_id``, oldest first (the live records)."""
-        return tuple(r for r in self.records.values() if r.order_id == order_id)
+        return tuple(self.records[record_id] for record_id in self._by_order.get(order_id, ()))
+
+    def _add(self, record_id: str, record: R) -> R:
+        """Hold ``record`` (new to this process) under its id and its order's index."""
+        self.records[record_id] = record
+        self._by_order.setdefault(record.order_id, []).append(record_id)
+        return record
 
     # -- what each service decides (under the store's lock; no awaits) --------------
 
@@ -171,7 +180,7 @@ class ResourceService(ABC, Generic[R]):
             return
         record = self.records.get(record_id)
         if record is None:
-            record = self.records[record_id] = self._record_from_dict(row.data)
+            record = self._add(record_id, self._record_from_dict(row.data))
         record.status = row.status
 
     def _load_state(self) -> None:
@@ -179,16 +188,16 @@ class ResourceService(ABC, Generic[R]):
         if self.db is None:
             return
         self.records.clear()
+        self._by_order.clear()
         for row in self.db.load_records(self.service):
-            record = self.records[row.record_id] = self._record_from_dict(row.data)
+            record = self._add(row.record_id, self._record_from_dict(row.data))
             record.status = row.status
 
     # -- effects ---------------------------------------------------------------------
 
     def _create(self, req: EffectRequest) -> Answer:
         record_id = derive_id(self.id_prefix, req.key)
-        record = self._new_record(req, record_id)
-        self.records[record_id] = record
+        record = self._add(record_id, self._new_record(req, record_id))
         if self.db is not None:
             self._save(self.db, record_id, record, new=True)
         self.store.counters.effect(req.key)
@@ -213,9 +222,10 @@ class ResourceService(ABC, Generic[R]):
         return ok(self._undo_answer(record_id, record))
 
     def _list(self, request: Request) -> Answer:
-        order_id = request.query_params.get("order_id")
-        found = [r.to_dict() for r in self.records.values() if order_id is None or r.order_id == order_id]
-        return ok({self.collection: found})
+        order_ids = request.query_params.getlist("order_id")  # repeatable: several orders at once
+        if not order_ids:
+            return ok({self.collection: [r.to_dict() for r in self.records.values()]})
+        return ok({self.collection: [r.to_dict() for order_id in order_ids for r in self.for_order(order_id)]})
 
     # -- routes ----------------------------------------------------------------------
 
