@@ -48,6 +48,7 @@ EMITS: dict[str, frozenset[str] | None] = {
     "projection": None,
 }
 READY_S = 120.0
+STOP_S = 30.0
 RESPAWN_GAP_S = 1.0
 
 
@@ -207,7 +208,9 @@ class ChoreographyDriver(Driver):
 
     async def execute(self, planned: PlannedKill) -> bool:
         """One planned kill; False when the batch ended before it could fire."""
-        if not await self.reach(planned.at_events):
+        # A kill waits for its point, and for progress since the previous kill: the next
+        # kill never lands before the system has moved again.
+        if not await self.reach(max(planned.at_events, self.last_kill_events + 1)):
             self.incident("note", "the owner finished (the batch is over) before the schedule did")
             return False
         kind = planned.kind
@@ -299,6 +302,7 @@ class ChoreographyDriver(Driver):
         """Let the owner finish; `resume`; with ``closing_rerun`` the same file again;
         SIGTERM the workers; read the dead letters and `status`."""
         self.phase("finish")
+        await self.supervise()  # an owner that died by itself is started again, once more
         self.in_closing = True
         owner = self.owner
         if owner is not None and owner.alive:
@@ -322,9 +326,11 @@ class ChoreographyDriver(Driver):
             self.closing_complete = await self.exited(self.closing, "the closing run of the same file")
         self.phase("stop workers")
         workers = sorted(self.slots.items())
-        codes = await asyncio.gather(*(process.terminate(30.0) for _, process in workers))
+        codes = await asyncio.gather(*(process.terminate(STOP_S) for _, process in workers))
         for (slot, process), code in zip(workers, codes, strict=True):
-            if code != 0 and not process.killed:
+            if process.killed:
+                self.incident("hung", f"worker {slot} did not stop within {STOP_S:g}s of SIGTERM")
+            elif code != 0:
                 self.incident("exit", f"worker {slot} exited {code} on SIGTERM: {process.last_error_line()}")
         self.phase("status")
         await self.read_dead_letters()

@@ -60,6 +60,7 @@ class Incident:
     what: str  # stall, exit, missed, aborted, hung, note
     detail: str
     at_events: int
+    at_s: float  # seconds since the driver started
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Driver:
     status_ok: bool = False
     dead_letters: int | None = None
     phases: list[tuple[str, float]] = field(default_factory=list)
+    began: float = field(default_factory=time.monotonic)
+    last_kill_events: int = 0  # distinct events at the latest kill: the next one waits for more
     _floor: float = field(default_factory=time.monotonic)
 
     mode = "?"
@@ -102,7 +105,7 @@ class Driver:
     # -- the record ------------------------------------------------------------------------
 
     def incident(self, what: str, detail: str) -> None:
-        self.incidents.append(Incident(what, detail, self.watcher.distinct))
+        self.incidents.append(Incident(what, detail, self.watcher.distinct, round(time.monotonic() - self.began, 2)))
 
     def all_ended(self) -> bool:
         return self.watcher.ended_orders >= len(self.world.orders)
@@ -141,6 +144,7 @@ class Driver:
         )
         record.takeover = self.watcher.start_takeover(record.number, at, flight)
         self.kills.append(record)
+        self.last_kill_events = record.events
         if planned is not None:
             self.planned_done.add(planned.index)
         self._floor = time.monotonic()
@@ -166,11 +170,11 @@ class Driver:
         """
         while True:
             self.watcher.poll()
+            await self.supervise()
             if condition():
                 return True
             if any(not p.alive for p in watch):
                 return False
-            await self.supervise()
             now = time.monotonic()
             if now - max(self.watcher.last_progress, self._floor) > self.stall_s and (strict or not self.all_ended()):
                 raise Stalled(f"no new event for {self.stall_s:g}s: {self.describe_in_flight()}")

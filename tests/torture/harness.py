@@ -95,6 +95,7 @@ class TortureReport:
     phases: dict[str, float] = field(default_factory=dict)
     dead_letters: int | None = None
     broker_restarts: int = 0
+    began: float = 0.0  # time.monotonic() when the driver started (kill times are relative to it)
     schema: str | None = None
 
     @property
@@ -150,6 +151,7 @@ class TortureReport:
                         "kind": k.kind.value,
                         "roles": k.roles,
                         "pids": k.pids,
+                        "at_s": round(k.at - self.began, 2),
                         "events": k.events,
                         "in_flight": k.in_flight,
                         "takeover_s": None
@@ -179,7 +181,7 @@ class TortureReport:
             "closing": {**self.closing.__dict__, "exit_problem": verdict.exit_problem},
             "phases_s": self.phases,
             "dead_letters": self.dead_letters,
-            "incidents": [{"what": i.what, "detail": i.detail, "at_events": i.at_events} for i in self.incidents],
+            "incidents": [i.__dict__ for i in self.incidents],
             "examples": {oid: e.as_dict() for oid, e in verdict.examples.items()},
             "problems": verdict.problems(),
         }
@@ -297,5 +299,6 @@ async def run_torture(config: TortureConfig) -> TortureReport:
         phases={name: round(end - start, 1) for (name, start), (_, end) in itertools.pairwise(marks)},
         dead_letters=driver.dead_letters,
         broker_restarts=getattr(driver, "broker_restarts", 0),
+        began=driver.began,
         schema=schema if config.keep_schema else None,
     )

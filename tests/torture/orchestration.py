@@ -88,7 +88,9 @@ class OrchestrationDriver(Driver):
 
     async def execute(self, planned: PlannedKill) -> bool:
         """One planned kill; False when the batch ended before it could fire."""
-        if not await self.reach(planned.at_events):
+        # A kill waits for its point, and for progress since the previous kill: the next
+        # kill never lands before the system has moved again.
+        if not await self.reach(max(planned.at_events, self.last_kill_events + 1)):
             return False
         assert self.current is not None
         kind = planned.kind
