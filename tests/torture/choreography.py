@@ -187,10 +187,13 @@ class ChoreographyDriver(Driver):
         self.fallback = True
         await self.start_owner()
 
+    def batch_over(self) -> bool:
+        """The owner `run` finished, or every order has ended."""
+        return self.owner_done() or self.all_ended()
+
     async def reach(self, events: int) -> bool:
-        if await self.until(lambda: self.watcher.distinct >= events or self.owner_done()):
-            return not self.owner_done()
-        return False
+        await self.until(lambda: self.watcher.distinct >= events or self.batch_over())
+        return not self.batch_over()
 
     def _slot(self, planned: PlannedKill) -> str:
         return f"{planned.target}#{planned.victim}"
@@ -225,9 +228,8 @@ class ChoreographyDriver(Driver):
             await self._kill_owner(kind, planned)
         elif kind is KillKind.COMPENSATION:
             armed = self.watcher.compensations
-            if not await self.until(lambda: self.watcher.compensations > armed or self.owner_done()):
-                return False
-            if self.owner_done():
+            await self.until(lambda: self.watcher.compensations > armed or self.batch_over())
+            if self.batch_over():
                 return False
             who = reactor(self.watcher.last_compensation)
             await self.pause(planned.delay_ms)
@@ -254,7 +256,7 @@ class ChoreographyDriver(Driver):
                 self.incident("missed", f"{planned.describe()}: the worker exited before it was ready")
                 return True
             seen = self.watcher.emitted(types)
-            if not await self.until(lambda: self.watcher.emitted(types) > seen or self.owner_done(), [fresh]):
+            if not await self.until(lambda: self.watcher.emitted(types) > seen or self.batch_over(), [fresh]):
                 self.incident("missed", f"{planned.describe()}: the worker exited before a new event")
                 return True
             await self.pause(planned.delay_ms)
@@ -312,7 +314,7 @@ class ChoreographyDriver(Driver):
                     self.incident("exit", f"the owner exited {owner.returncode}: {owner.last_error_line()}")
             else:  # `worker owner` never ends by itself: wait for the orders, then stop it
                 try:
-                    await self.until(self.all_ended)
+                    await self.until(self.all_ended, closing=True)
                 except (Stalled, Aborted) as exc:
                     self.incident("hung", f"orders did not end under the owner worker: {exc}")
                 await owner.terminate(30.0)

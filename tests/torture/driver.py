@@ -160,13 +160,13 @@ class Driver:
         """Called on every poll of a wait (choreography restarts workers that died)."""
 
     async def until(
-        self, condition: Callable[[], bool], watch: Sequence[Process] = (), *, strict: bool = False
+        self, condition: Callable[[], bool], watch: Sequence[Process] = (), *, closing: bool = False
     ) -> bool:
         """Wait until ``condition`` holds (True) or one of ``watch`` exits (False).
 
-        Raises Stalled when no new event arrives for the stall limit while orders are
-        unfinished (``strict``: even when every order has ended), and Aborted past the
-        time limit (``strict`` waits, the closing phase's, are bounded by stalls only).
+        Raises Stalled when no new event arrives for the stall limit (whatever is
+        awaited, a healthy system keeps logging events, or its processes exit), and
+        Aborted past the time limit (not in the ``closing`` phase).
         """
         while True:
             self.watcher.poll()
@@ -176,9 +176,9 @@ class Driver:
             if any(not p.alive for p in watch):
                 return False
             now = time.monotonic()
-            if now - max(self.watcher.last_progress, self._floor) > self.stall_s and (strict or not self.all_ended()):
+            if now - max(self.watcher.last_progress, self._floor) > self.stall_s:
                 raise Stalled(f"no new event for {self.stall_s:g}s: {self.describe_in_flight()}")
-            if self.time_limit_at is not None and now > self.time_limit_at and not strict:
+            if self.time_limit_at is not None and now > self.time_limit_at and not closing:
                 raise Aborted("the time limit for the kill schedule passed")
             await asyncio.sleep(POLL_S)  # polling a condition, bounded by the stall and time limits
 
@@ -191,7 +191,7 @@ class Driver:
         limit), record it, kill it and return False."""
         self.restarted()
         try:
-            await self.until(lambda: not process.alive, strict=True)
+            await self.until(lambda: not process.alive, closing=True)
             await process.wait()
             return True
         except (Stalled, Aborted) as exc:

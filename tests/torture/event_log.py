@@ -58,19 +58,27 @@ class OrderTrack:
 
 @dataclass
 class Takeover:
-    """The orders a kill left in flight, and when they moved again."""
+    """The orders a kill left in flight, and how long each took to move again."""
 
     kill: int  # index of the kill in the run's kill list
     at: float  # time.monotonic() of the kill
-    waiting: set[str]
+    waiting: set[str]  # not moved yet (at the end: never moved again)
     orders: int = 0
-    first_s: float | None = None  # the first of them to move
-    all_s: float | None = None  # the last of them to move
+    moved: dict[str, float] = field(default_factory=dict)  # order -> seconds until its next event
 
     def __post_init__(self) -> None:
         self.orders = len(self.waiting)
-        if not self.waiting:
-            self.all_s = self.first_s = 0.0
+
+    @property
+    def first_s(self) -> float | None:
+        """Until the first of them moved."""
+        return min(self.moved.values()) if self.moved else None
+
+    @property
+    def last_s(self) -> float | None:
+        """Until the last of those that moved again did (orders that never moved are
+        counted apart: they are stranded)."""
+        return max(self.moved.values()) if self.moved else None
 
 
 class EventLogWatcher:
@@ -155,10 +163,7 @@ class EventLogWatcher:
         for takeover in self._open:
             if subject in takeover.waiting:
                 takeover.waiting.discard(subject)
-                if takeover.first_s is None:
-                    takeover.first_s = now - takeover.at
-                if not takeover.waiting:
-                    takeover.all_s = now - takeover.at
+                takeover.moved[subject] = now - takeover.at
         self._open = [t for t in self._open if t.waiting]
 
     # -- questions ---------------------------------------------------------------------

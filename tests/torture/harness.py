@@ -115,15 +115,18 @@ class TortureReport:
         return {kind.value: counted[kind.value] for kind in KillKind if counted[kind.value]}
 
     def takeover(self) -> dict[str, Any]:
-        """Seconds from a kill until every order it left in flight had a new event."""
+        """Per kill, the seconds until the last order it left in flight moved again (a
+        new event); over the kills, the median, 90th percentile and maximum. Orders
+        that never moved again are counted apart (``never_moved``): they are stranded."""
         measured = [k.takeover for k in self.kills if k.takeover is not None and k.takeover.orders]
-        times = sorted(t.all_s for t in measured if t.all_s is not None)
+        times = sorted(t.last_s for t in measured if t.last_s is not None)
+        never = set().union(*(t.waiting for t in measured)) if measured else set()
         return {
             "kills_with_orders_in_flight": len(measured),
             "median_s": round(statistics.median(times), 3) if times else None,
             "p90_s": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
             "max_s": round(times[-1], 3) if times else None,
-            "never": sum(1 for t in measured if t.all_s is None),
+            "never_moved": sorted(never),
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -155,8 +158,8 @@ class TortureReport:
                         "events": k.events,
                         "in_flight": k.in_flight,
                         "takeover_s": None
-                        if k.takeover is None or k.takeover.all_s is None
-                        else round(k.takeover.all_s, 3),
+                        if k.takeover is None or k.takeover.last_s is None
+                        else round(k.takeover.last_s, 3),
                         "first_progress_s": None
                         if k.takeover is None or k.takeover.first_s is None
                         else round(k.takeover.first_s, 3),

@@ -20,9 +20,10 @@ def _kills(report: TortureReport) -> str:
 
 def _takeover(report: TortureReport) -> str:
     t = report.takeover()
+    never = f", {len(t['never_moved'])} never moved" if t["never_moved"] else ""
     if t["median_s"] is None:
-        return f"- (never {t['never']})" if t["never"] else "-"
-    return f"{t['median_s']:.2f} med, {t['max_s']:.2f} max, never {t['never']}"
+        return f"-{never}"
+    return f"{t['median_s']:.2f} med, {t['max_s']:.2f} max{never}"
 
 
 def row(report: TortureReport) -> list[str]:
