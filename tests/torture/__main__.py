@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 from tests.torture.harness import BACKENDS, TortureConfig, TortureReport, run_torture
 from tests.torture.processes import HarnessError
 from tests.torture.report import render, write_json
+from tests.torture.schedule import KillKind
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,6 +58,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-limit-s", type=float, help="stop the kill schedule after this long (default: none)")
     parser.add_argument("--keep-schema", action="store_true", help="postgresql: keep the schema for a post-mortem")
     parser.add_argument(
+        "--kinds",
+        help="only these kill kinds, separated by commas (random, startup, compensation, double, resume; "
+        "choreography also owner, participant, broker); default: a seeded mix of all",
+    )
+    parser.add_argument(
         "--closing-rerun",
         action="store_true",
         help="choreography: after the closing resume, also run the same file again (orchestration always does)",
@@ -69,11 +76,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     if args.orders < 1 or args.kills < 0:
         parser.error("--orders must be at least 1 and --kills at least 0")
+    kinds = [k.strip() for k in (args.kinds or "").split(",") if k.strip()]
+    wrong = [k for k in kinds if k not in {kind.value for kind in KillKind}]
+    if wrong:
+        parser.error(f"unknown --kinds {', '.join(wrong)}; choose from {', '.join(k.value for k in KillKind)}")
+    args.kinds = tuple(kinds) or None
     args.backends = backends
     return args
 
 
 async def run_all(args: argparse.Namespace) -> list[TortureReport]:
+    # SIGTERM (and SIGINT) cancel the run: every process and broker it started is killed.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     reports = []
     for backend in args.backends:
         workdir = args.workdir / backend if args.workdir else None
@@ -90,6 +106,7 @@ async def run_all(args: argparse.Namespace) -> list[TortureReport]:
             time_limit_s=args.time_limit_s,
             keep_schema=args.keep_schema,
             closing_rerun=args.closing_rerun,
+            kinds=args.kinds,
         )
         print(f"torture: {backend}, {args.orders} orders, {args.kills} kills, seed {args.seed} ...", file=sys.stderr)
         report = await run_torture(config)
@@ -105,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"torture: the harness could not run: {exc}", file=sys.stderr)
         return 2
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("torture: stopped; the processes it started are gone", file=sys.stderr)
+        return 130
     print(render(reports))
     if args.json:
         write_json(reports, args.json)

@@ -71,6 +71,8 @@ class ChoreographyDriver(Driver):
     in_closing: bool = False  # the closing phase: a dead owner is not started again
     _respawned: dict[str, float] = field(default_factory=dict)
     _remainders: int = 0
+    _owners: int = 0  # owner `run`s started on the whole file
+    _after_end_seen: int = 0
 
     mode = "choreography"
 
@@ -108,6 +110,8 @@ class ChoreographyDriver(Driver):
                 return self.owner
             self._remainders += 1
             orders = self.world.write_orders(self.paths.workdir / f"orders-left-{self._remainders}.jsonl", left)
+        else:
+            self._owners += 1
         self.owner = await self.starter.spawn(
             "owner",
             "run",
@@ -133,6 +137,7 @@ class ChoreographyDriver(Driver):
     async def supervise(self) -> None:
         if self.broker_down:
             return
+        await self._check_after_end()
         now = time.monotonic()
         for slot, process in list(self.slots.items()):
             if process.alive or process.killed or process.stopped:
@@ -148,6 +153,25 @@ class ChoreographyDriver(Driver):
             self.incident("exit", f"the owner exited {owner.returncode} by itself: {owner.last_error_line()}")
             self._respawned["owner"] = now
             await self.start_owner()
+
+    async def _check_after_end(self) -> None:
+        """An event for an order that had already ended is a failure by itself. When a
+        rerun of the same file is what acts on ended orders, later owners get only the
+        orders not yet placed, so that the rest of the schedule still runs."""
+        fresh = self.watcher.after_end[self._after_end_seen :]
+        if not fresh:
+            return
+        self._after_end_seen = len(self.watcher.after_end)
+        subject, event_type = fresh[0]
+        owner = self.owner
+        rerun = owner is not None and owner.role == "owner" and self._owners > 1 and not self.fallback
+        self.incident(
+            "after-end",
+            f"{len(fresh)} event(s) for orders that had ended, e.g. {event_type} for {subject}"
+            + ("; the owner rerun on the same file is replaced by one of the orders not yet placed" if rerun else ""),
+        )
+        if rerun and not self.in_closing:
+            await self._replace_owner()
 
     # -- the schedule ----------------------------------------------------------------------
 

@@ -96,6 +96,7 @@ class EventLogWatcher:
         self.last_seq = 0
         self.last_progress = time.monotonic()
         self.takeovers: list[Takeover] = []
+        self.after_end: list[tuple[str, str]] = []  # (order, event type) logged after the order ended
         self._open: list[Takeover] = []
         self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -153,6 +154,8 @@ class EventLogWatcher:
             track = self.orders.get(subject)
             if track is None:
                 track = self.orders[subject] = OrderTrack(event_type)
+            if track.terminal:
+                self.after_end.append((subject, event_type))
             track.last_type, track.events = event_type, track.events + 1
             if event_type in TERMINAL:
                 self.ended_orders += not track.terminal

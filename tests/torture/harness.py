@@ -43,7 +43,7 @@ BACKENDS = {
     "nats": "choreography",
 }
 #: Incidents that are failures of the product (a missed kill or a note is not).
-FAILING_INCIDENTS = frozenset({"stall", "hung", "exit", "aborted"})
+FAILING_INCIDENTS = frozenset({"stall", "hung", "exit", "aborted", "after-end"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class TortureConfig:
     )
     keep_schema: bool = False
     closing_rerun: bool = False  # choreography: also run the same file again at the end
+    kinds: tuple[str, ...] | None = None  # only these kill kinds (default: the mode's mix)
 
     @property
     def mode(self) -> str:
@@ -226,7 +227,10 @@ async def run_torture(config: TortureConfig) -> TortureReport:
         logs=workdir / "logs",
     )
     scenario = world.write_scenario(workdir / "scenario.json")
-    plan = plan_kills(config.mode, config.kills, config.orders, config.seed)
+    try:
+        plan = plan_kills(config.mode, config.kills, config.orders, config.seed, config.kinds)
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
     (workdir / "schedule.txt").write_text("".join(f"{p.index}: {p.describe()}\n" for p in plan), encoding="utf-8")
     starter = ProcessStarter(paths.logs, cwd=workdir)
     began = time.monotonic()

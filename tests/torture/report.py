@@ -6,7 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
-from tests.torture.harness import TortureReport
+from tests.torture.harness import FAILING_INCIDENTS, TortureReport
 
 __all__ = ["render", "write_json"]
 
@@ -79,7 +79,7 @@ def details(report: TortureReport, examples: int = 3) -> str:
     for problem in verdict.problems():
         out.append(f"   ! {problem}")
     for incident in report.incidents:
-        mark = "!" if incident.what in ("stall", "hung", "exit", "aborted") else "-"
+        mark = "!" if incident.what in FAILING_INCIDENTS else "-"
         out.append(f"   {mark} {incident.what} at {incident.at_events} events: {incident.detail}")
     for evidence in itertools.islice(verdict.examples.values(), examples * 4):
         out.append(f"   example {evidence.order_id} (expected {evidence.expected}, log: {evidence.log_status}):")

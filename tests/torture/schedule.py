@@ -31,6 +31,7 @@ counted under the kind named in parentheses):
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -111,13 +112,17 @@ class PlannedKill:
         return f"{self.kind} {self.target} {where}"
 
 
-def plan_kills(mode: str, kills: int, orders: int, seed: int) -> list[PlannedKill]:
+def plan_kills(mode: str, kills: int, orders: int, seed: int, only: Collection[str] | None = None) -> list[PlannedKill]:
     """Planned kills making at least ``kills`` SIGKILLs over a batch of ``orders``,
-    spread between 2% and 80% of the events the batch is expected to log."""
+    spread between 2% and 80% of the events the batch is expected to log; ``only``
+    restricts the kinds drawn (to chase one failure)."""
     if mode not in MIX:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MIX)}")
+    mix = {kind: weight for kind, weight in MIX[mode].items() if only is None or kind.value in only}
+    if not mix:
+        raise ValueError(f"no kill kinds left for {mode}; choose from: {', '.join(k.value for k in MIX[mode])}")
     rng = random.Random(f"torture-schedule-{mode}-{seed}")
-    kinds, weights = zip(*MIX[mode].items(), strict=True)
+    kinds, weights = zip(*mix.items(), strict=True)
     drawn: list[KillKind] = []
     while sum(MOMENTS.get(k, 1) for k in drawn) < kills:
         drawn.append(rng.choices(kinds, weights)[0])
