@@ -86,19 +86,25 @@ class ChoreographyDriver(Driver):
 
     # -- processes -------------------------------------------------------------------------
 
-    async def start_worker(self, slot: str) -> Process:
+    async def start_worker(self, slot: str, *, fresh_floor: bool = True) -> Process:
+        """A worker in ``slot``; ``fresh_floor`` as for :meth:`start_owner`."""
         participant = slot.split("#")[0]
         process = await self.starter.spawn(
             f"worker-{slot}", "worker", participant, *self._common(), "--concurrency", str(self.worker_concurrency)
         )
         self.slots[slot] = process
         self._respawned[slot] = time.monotonic()
-        self.restarted()
+        if fresh_floor:
+            self.restarted()
         return process
 
-    async def start_owner(self) -> Process:
-        """The owner again: on the same file, or after a stalled rerun on what is left."""
-        self.restarted()
+    async def start_owner(self, *, fresh_floor: bool = True) -> Process:
+        """The owner again: on the same file, or after a stalled rerun on what is left.
+        ``fresh_floor``: it gets the whole stall limit to show progress (not so when it
+        replaces one that died by itself: a process that keeps dying must end in a
+        stall, not in a loop)."""
+        if fresh_floor:
+            self.restarted()
         orders = self.paths.orders
         if self.fallback:
             self.watcher.poll()
@@ -145,14 +151,14 @@ class ChoreographyDriver(Driver):
             if now - self._respawned.get(slot, 0.0) < RESPAWN_GAP_S:
                 continue
             self.incident("exit", f"worker {slot} exited {process.returncode} by itself: {process.last_error_line()}")
-            await self.start_worker(slot)
+            await self.start_worker(slot, fresh_floor=False)
         owner = self.owner
         if self.in_closing or owner is None or owner.alive or owner.killed or owner.stopped or self.owner_done():
             return
         if now - self._respawned.get("owner", 0.0) >= RESPAWN_GAP_S:
             self.incident("exit", f"the owner exited {owner.returncode} by itself: {owner.last_error_line()}")
             self._respawned["owner"] = now
-            await self.start_owner()
+            await self.start_owner(fresh_floor=False)
 
     async def _check_after_end(self) -> None:
         """An event for an order that had already ended is a failure by itself. When a

@@ -33,8 +33,12 @@ class OrchestrationDriver(Driver):
             args += ["--state", self.state]
         return [*args, "--concurrency", str(self.concurrency), "--json"]
 
-    async def start_run(self) -> Process:
-        self.restarted()
+    async def start_run(self, *, fresh_floor: bool = True) -> Process:
+        """`run` on the whole file. ``fresh_floor``: it gets the whole stall limit to show
+        progress (not so for a restart after a run died by itself: a run that keeps
+        dying must end in a stall, not in a loop)."""
+        if fresh_floor:
+            self.restarted()
         return await self.starter.spawn("run", "run", str(self.paths.orders), *self._common())
 
     async def start_resume(self) -> Process:
@@ -71,20 +75,26 @@ class OrchestrationDriver(Driver):
                 await process.kill()
 
     async def reach(self, events: int) -> bool:
-        """Wait until the log holds ``events`` distinct events; False when the run ended first."""
-        assert self.current is not None
-        if await self.until(lambda: self.watcher.distinct >= events, [self.current]):
-            return True
-        self.ran_out()
-        return False
+        """Wait until the log holds ``events`` distinct events; False when the run
+        finished first. A run that dies by itself (no report) is started again."""
+        while True:
+            assert self.current is not None
+            if await self.until(lambda: self.watcher.distinct >= events, [self.current]):
+                return True
+            if not self.ran_out():
+                return False
+            self.current = await self.start_run(fresh_floor=False)
 
-    def ran_out(self) -> None:
+    def ran_out(self) -> bool:
+        """The run exited by itself: True when it died without reporting (an incident;
+        it is to be started again), False when it finished the batch."""
         assert self.current is not None
         code = self.current.returncode
         if not self.current.json_lines():
             self.incident("exit", f"run exited {code} without reporting: {self.current.last_error_line()}")
-        else:
-            self.incident("note", f"the run finished (exit {code}) before the schedule did")
+            return True
+        self.incident("note", f"the run finished (exit {code}) before the schedule did")
+        return False
 
     async def execute(self, planned: PlannedKill) -> bool:
         """One planned kill; False when the batch ended before it could fire."""
@@ -97,7 +107,9 @@ class OrchestrationDriver(Driver):
         if kind is KillKind.COMPENSATION:
             armed = self.watcher.compensations
             if not await self.until(lambda: self.watcher.compensations > armed, [self.current]):
-                self.ran_out()
+                if self.ran_out():
+                    self.current = await self.start_run(fresh_floor=False)
+                    return True
                 return False
             await self.pause(planned.delay_ms)
             await self.kill([self.current], kind, planned)

@@ -75,6 +75,10 @@ MIX: dict[str, dict[KillKind, int]] = {
         KillKind.BROKER: 15,
     },
 }
+#: The share (%) of the batch's expected events over which the kills are spread. A
+#: choreography batch goes on while a worker restarts (a startup or double kill waits
+#: seconds for it), so its kills are planned into the first half to land before the end.
+SPREAD = {"orchestration": 80, "choreography": 50}
 #: SIGKILL moments one planned kill makes.
 MOMENTS = {KillKind.STARTUP: 2, KillKind.DOUBLE: 2, KillKind.RESUME: 2}
 
@@ -114,7 +118,7 @@ class PlannedKill:
 
 def plan_kills(mode: str, kills: int, orders: int, seed: int, only: Collection[str] | None = None) -> list[PlannedKill]:
     """Planned kills making at least ``kills`` SIGKILLs over a batch of ``orders``,
-    spread between 2% and 80% of the events the batch is expected to log; ``only``
+    spread from 2% to :data:`SPREAD` % of the events the batch is expected to log; ``only``
     restricts the kinds drawn (to chase one failure)."""
     if mode not in MIX:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MIX)}")
@@ -127,7 +131,7 @@ def plan_kills(mode: str, kills: int, orders: int, seed: int, only: Collection[s
     while sum(MOMENTS.get(k, 1) for k in drawn) < kills:
         drawn.append(rng.choices(kinds, weights)[0])
     expected = EVENTS_PER_ORDER * orders
-    low, high = max(3, expected // 50), max(expected * 4 // 5, len(drawn) + 4)
+    low, high = max(3, expected // 50), max(expected * SPREAD[mode] // 100, len(drawn) + 4)
     points = sorted(rng.sample(range(low, high), len(drawn)))
     plan = []
     for index, (kind, point) in enumerate(zip(drawn, points, strict=True)):
