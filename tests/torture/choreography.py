@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from tests.torture.brokers import NatsServer, RabbitNode
 from tests.torture.driver import Aborted, Driver, Stalled
-from tests.torture.processes import Process, wait_for
+from tests.torture.processes import POLL_S, Process, wait_for
 from tests.torture.schedule import PARTICIPANTS, KillKind, PlannedKill
 
 __all__ = ["EMITS", "TRIGGERS", "ChoreographyDriver"]
@@ -72,6 +73,8 @@ class ChoreographyDriver(Driver):
     _respawned: dict[str, float] = field(default_factory=dict)
     _remainders: int = 0
     _owners: int = 0  # owner `run`s started on the whole file
+    _second_kills: set[asyncio.Task[None]] = field(default_factory=set)
+    _pending: set[str] = field(default_factory=set)  # slots a second kill waits on
     _after_end_seen: int = 0
 
     mode = "choreography"
@@ -226,7 +229,9 @@ class ChoreographyDriver(Driver):
         return not self.batch_over()
 
     def _slot(self, planned: PlannedKill) -> str:
-        return f"{planned.target}#{planned.victim}"
+        """The worker a kill targets; its sibling when a second kill waits on it."""
+        slot = f"{planned.target}#{planned.victim}"
+        return f"{planned.target}#{1 - planned.victim}" if slot in self._pending else slot
 
     async def _kill_worker(self, slot: str, kind: KillKind, planned: PlannedKill) -> None:
         participant = slot.split("#")[0]
@@ -270,27 +275,16 @@ class ChoreographyDriver(Driver):
         elif kind is KillKind.STARTUP:
             slot = self._slot(planned)
             await self._kill_worker(slot, KillKind.RANDOM, planned)
-            fresh = self.slots[slot]
-            if planned.landmark == "session":
-                if not await self.until(lambda: "ready on" in fresh.output(), [fresh]):
-                    self.incident("missed", f"{planned.describe()}: the worker exited before it was ready")
-                    return True
-                await self.pause(planned.delay_ms)
-            await self._kill_worker(slot, kind, planned)
+            if planned.landmark == "spawn":
+                await self._kill_worker(slot, kind, planned)
+            else:
+                self._pending.add(slot)
+                self._aside(self._kill_again(slot, planned, kind))
         elif kind is KillKind.DOUBLE:
             slot = self._slot(planned)
             await self._kill_worker(slot, kind, planned)
-            fresh = self.slots[slot]
-            types = EMITS[planned.target]
-            if not await self.until(lambda: "ready on" in fresh.output(), [fresh]):
-                self.incident("missed", f"{planned.describe()}: the worker exited before it was ready")
-                return True
-            seen = self.watcher.emitted(types)
-            if not await self.until(lambda: self.watcher.emitted(types) > seen or self.batch_over(), [fresh]):
-                self.incident("missed", f"{planned.describe()}: the worker exited before a new event")
-                return True
-            await self.pause(planned.delay_ms)
-            await self._kill_worker(slot, kind, planned)
+            self._pending.add(slot)
+            self._aside(self._kill_again(slot, planned, kind))
         elif kind is KillKind.RESUME:
             await self._kill_owner(KillKind.OWNER, planned, restart=False)
             resume = await self.start_resume()
@@ -309,6 +303,48 @@ class ChoreographyDriver(Driver):
         else:
             raise ValueError(f"unknown kill kind {kind}")
         return True
+
+    def _aside(self, second_kill: Coroutine[None, None, None]) -> None:
+        """Run a second kill beside the schedule: a worker takes seconds to start, and a
+        choreography batch does not wait for it, so the schedule does not either."""
+        task = asyncio.create_task(second_kill)
+        self._second_kills.add(task)
+        task.add_done_callback(self._second_kills.discard)
+
+    async def _kill_again(self, slot: str, planned: PlannedKill, kind: KillKind) -> None:
+        """Kill the new worker in ``slot`` again: within 0-20 ms of its ready line
+        (startup), or within 0-100 ms of its first new event (double)."""
+        try:
+            await self._wait_and_kill_again(slot, planned, kind)
+        finally:
+            self._pending.discard(slot)
+
+    async def _wait_and_kill_again(self, slot: str, planned: PlannedKill, kind: KillKind) -> None:
+        fresh = self.slots[slot]
+        types = EMITS[planned.target]
+        seen = self.watcher.emitted(types)
+        deadline = time.monotonic() + READY_S
+
+        async def until(condition: Callable[[], bool], what: str) -> bool:
+            while not condition():
+                if not fresh.alive or self.slots.get(slot) is not fresh or self.batch_over() or self.in_closing:
+                    self.incident("missed", f"{planned.describe()}: no {what} before the worker was gone")
+                    return False
+                if time.monotonic() > deadline:
+                    self.incident("missed", f"{planned.describe()}: no {what} within {READY_S:g}s")
+                    return False
+                await asyncio.sleep(POLL_S)  # polling a condition, bounded by the deadline
+            return True
+
+        if not await until(lambda: "ready on" in fresh.output(), "ready line"):
+            return
+        if kind is KillKind.DOUBLE:
+            seen = max(seen, self.watcher.emitted(types))
+            if not await until(lambda: self.watcher.emitted(types) > seen, "new event"):
+                return
+        await self.pause(planned.delay_ms)
+        if fresh.alive and self.slots.get(slot) is fresh and not self.in_closing:
+            await self._kill_worker(slot, kind, planned)
 
     async def restart_broker(self, planned: PlannedKill) -> None:
         assert self.broker is not None
@@ -334,6 +370,8 @@ class ChoreographyDriver(Driver):
         """Let the owner finish; `resume`; with ``closing_rerun`` the same file again;
         SIGTERM the workers; read the dead letters and `status`."""
         self.phase("finish")
+        if self._second_kills:  # each is bounded by READY_S
+            await asyncio.gather(*self._second_kills)
         await self.supervise()  # an owner that died by itself is started again, once more
         self.in_closing = True
         owner = self.owner
