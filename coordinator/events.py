@@ -162,7 +162,9 @@ class EventFactory:
     """Mints events with deterministic ids and trace context.
 
     ``seed`` separates runs that should not share ids (two runs of one order with
-    different seeds); the same seed reproduces the same ids. With a ``signer`` every
+    different seeds); the same seed reproduces the same ids. Only a start event's id
+    depends on the seed directly: the others derive from their cause's id, so a run
+    carried on by a process with another seed continues with the same ids. With a ``signer`` every
     event minted with ``signed_by`` is signed as that emitter (deterministically, so
     the same run still gives the same bytes); without one, events are unsigned.
     """
@@ -184,8 +186,14 @@ class EventFactory:
     ) -> Event:
         """A new event of ``type`` about workflow ``subject``, caused by ``cause``,
         signed as emitter ``signed_by`` when this factory has a signer."""
-        cause_id = cause.id if cause is not None else ""
-        event_id = str(uuid.uuid5(_NAMESPACE, f"{self.seed}|{subject}|{type}|{cause_id}"))
+        # A start event's id comes from the seed; every other event's from its cause's
+        # id, which carries the seed on. So whoever carries a run on -- a resume, a
+        # worker, with whatever seed of its own -- mints the very ids the run would
+        # have had: a repeated emission is a duplicate, never a fork.
+        if cause is None:
+            event_id = str(uuid.uuid5(_NAMESPACE, f"{self.seed}|{subject}|{type}|"))
+        else:
+            event_id = str(uuid.uuid5(_NAMESPACE, f"{subject}|{type}|{cause.id}"))
         if cause is not None:
             # One trace per run, whichever process emits: the cause's trace goes on.
             trace_id = cause.traceparent.split("-")[1]

@@ -90,7 +90,13 @@ def dying_client(sandbox: Sandbox, fatal: str) -> httpx.AsyncClient:
 
 
 async def crash_then_restart(
-    order: dict[str, Any], *, keep_until: int, fatal: str, again: str, settings: RunSettings = FAST
+    order: dict[str, Any],
+    *,
+    keep_until: int,
+    fatal: str,
+    again: str,
+    settings: RunSettings = FAST,
+    restart_settings: RunSettings | None = None,
 ) -> tuple[Any, Sandbox, MemoryEventLog]:
     sandbox, saver, log = Sandbox(), LosingSaver(), MemoryEventLog()
     saver.keep_until = keep_until
@@ -110,7 +116,7 @@ async def crash_then_restart(
             agents=order_agents(client=client),
             checkpointer=saver,
             event_log=log,
-            settings=settings,
+            settings=restart_settings or settings,
         ) as second:
             result = await (second.run(order) if again == "run" else second.resume(order["order_id"]))
     return result, sandbox, log
@@ -138,6 +144,23 @@ async def test_a_thread_whose_later_checkpoints_were_lost_is_carried_on_to_its_e
         "shipment:scheduled": 1,
     }
     assert check_order_effects(sandbox, [result]) == []
+
+
+async def test_a_resume_with_another_seed_carries_the_run_on_with_the_same_event_ids() -> None:
+    # The run started with --seed 7; the process that carries it on has seed 0 (the
+    # default). Its re-run of the lost superstep must re-emit the same events, not forks.
+    order = example_orders()[0]
+    result, _, log = await crash_then_restart(
+        order,
+        keep_until=0,
+        fatal="/charges",
+        again="resume",
+        settings=FAST.model_copy(update={"seed": 7}),
+        restart_settings=FAST,
+    )
+    assert result.status is WorkflowStatus.COMPLETED, result.reason
+    types = [e.type for e in log.events(order["order_id"])]
+    assert types == ["OrderPlaced", "InventoryReserved", "PaymentProcessed", "ShipmentScheduled", "OrderCompleted"]
 
 
 async def test_a_run_killed_while_compensating_is_unwound_to_its_end() -> None:
