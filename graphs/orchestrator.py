@@ -49,7 +49,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 
 from agents.runner import StepRunner
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, ModelUnavailable
 from coordinator.eventlog import EventLog, MemoryEventLog
 from coordinator.events import Event
 from coordinator.results import Usage, WorkflowResult
@@ -92,7 +92,11 @@ class Supervisor(Protocol):
     never delegated: compensation is not a model's decision.
     """
 
-    async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]: ...
+    async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]:
+        """The handoff problem (None: legal) and the model work spent. Raises
+        :class:`~coordinator.errors.ModelUnavailable` when the supervisor's model gave
+        no answer: the run then stops or unwinds as ``on_model_unavailable`` says."""
+        ...
 
 
 def build_graph(
@@ -146,7 +150,11 @@ def build_graph(
         if supervisor is None or nxt is None or nxt.action is not Action.PERFORM:
             return route([], last)
         assert nxt.step is not None
-        problem, usage = await supervisor.choose(last, nxt)
+        try:
+            problem, usage = await supervisor.choose(last, nxt)
+        except ModelUnavailable as exc:  # our outage, like an agent's: stop, or fail for attention
+            outage = saga.performed(nxt.step, runner.model_unavailable(exc.reason), cause=last)
+            return Command(goto=SUPERVISOR, update=emit(outage))
         spent = [usage.model_dump()]
         if problem is not None:
             failed = saga.performed(nxt.step, StepReport(ok=False, reason=problem), cause=last)
@@ -276,6 +284,17 @@ class Orchestrator:
         logged = self.event_log.events(workflow_id)
         if logged and self.saga.is_terminal(logged[-1].type):
             return self._result(workflow_id, logged, snapshot.values, started)
+        if logged and self.saga.is_stop(logged[-1].type):
+            # Stopped by a model outage: the graph ended there. Resuming is a new
+            # invocation from the Resumed event, logged first like every event.
+            resumed = self.saga.resumed(cause=logged[-1])
+            self.event_log.append([resumed])
+            return await self._start(resumed, started)
+        checkpointed = snapshot.values.get("last")
+        if checkpointed and self.saga.is_stop(checkpointed["type"]):
+            # The graph ended at a stop and the run was resumed since, but the
+            # checkpoints of that resumption were lost: carry on from the log.
+            return await self._start(logged[-1], started)
         if not snapshot.values.get("last"):
             first = next((e for e in logged if e.type == self.saga.workflow.started_event), None)
             if first is None:
