@@ -346,3 +346,21 @@ def test_stopping_is_the_default_policy() -> None:
     with pytest.raises(ValueError, match="on_model_unavailable"):
         RunSettings(on_model_unavailable="retry-forever")  # type: ignore[arg-type]
     assert Backoff().max_attempts == 4  # REFUSED's "4 calls" with FAST
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_resume_that_crashed_after_logging_its_resumed_event_is_carried_on(mode: str, stub_url: str) -> None:
+    """A kill right after ``PaymentResumed`` was logged (before the graph saw it, or
+    before the bus carried it): the next resume carries the run on from the log."""
+    sandbox, log, outage = Sandbox(), MemoryEventLog(), Outage()
+    async with (
+        chat_model(stub_url, outage) as payment,
+        session(mode, sandbox, {"payment": payment}, event_log=log) as c,
+    ):
+        stopped = await c.run(example_orders()[0])
+        log.append([c.saga.resumed(cause=stopped.events[-1])])  # what the killed resume had written
+        outage.down = False
+        done = await c.resume("o-1001")
+    assert done.status is WorkflowStatus.COMPLETED
+    assert types(done).count("PaymentResumed") == 1
+    assert check_order_effects(sandbox, [done]) == []
