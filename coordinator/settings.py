@@ -4,11 +4,23 @@ model outage does."""
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Backoff", "ModelOutagePolicy", "RunSettings"]
+__all__ = ["STATE_DIR_VARIABLE", "Backoff", "ModelOutagePolicy", "RunSettings", "default_state_dir"]
+
+STATE_DIR_VARIABLE = "COORDINATOR_STATE_DIR"
+"""The environment variable naming the state directory (event log, checkpoints, outbox)."""
+
+
+def default_state_dir() -> Path:
+    """Where run state lives when nobody says: ``$COORDINATOR_STATE_DIR``, else
+    ``./.coordinator`` -- what the CLI, the Studio graph and workers share."""
+    return Path(os.environ.get(STATE_DIR_VARIABLE) or ".coordinator")
+
 
 ModelOutagePolicy = Literal["stop", "compensate"]
 """What a step does when its model cannot be reached: see ``RunSettings.on_model_unavailable``."""
