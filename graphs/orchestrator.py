@@ -144,8 +144,8 @@ def node_destinations(saga: Saga, *, model_supervisor: bool = False) -> dict[str
     entering: dict[str, list[str]] = {first.agent: [workflow.started_event]}
     for step in workflow.steps:
         entering.setdefault(step.agent, []).append(saga.resumed_event(step))
-    entering.setdefault(COMPENSATE, []).append("resume")
-    entering.setdefault(END, []).append("resume")
+    entering.setdefault(COMPENSATE, []).append("restart after a crash")
+    entering.setdefault(END, []).append("restart after a crash")
     if model_supervisor:
         entering[SUPERVISOR] = ["handoff refused"]
         back = {SUPERVISOR: ["every event"]}
@@ -260,6 +260,13 @@ def build_graph(
             event_log.append([first], run_id=run_id)
         return Command(goto=SUPERVISOR, update={"last": first.model_dump(mode="json"), "step": ""})
 
+    def requested_before(last: Event) -> str | None:
+        """The reason of an approval request the log holds for the trigger ``last``."""
+        for logged in event_log.events(last.subject):
+            if logged.causation_id == last.id and saga.is_pause(logged.type):
+                return str(logged.data.get("reason") or "")
+        return None
+
     def run_parameters(config: RunnableConfig) -> dict[str, Any]:
         configurable = config.get("configurable") or {}
         return {**params, **{name: configurable[name] for name in from_config if name in configurable}}
@@ -269,6 +276,12 @@ def build_graph(
         step = workflow.step(state["step"])
         cause, emitted = last, []
         reason = saga.approval_reason(step, cause=last, parameters=run_parameters(config))
+        if reason is None and step.approval is not None:
+            # The rule was applied when the step was first reached; a re-run on resume
+            # (maybe with other parameters: `approve` without --param, another
+            # configurable) must pause on the request it logged then, or it would
+            # skip the person's decision it is resumed with.
+            reason = requested_before(last)
         if reason is not None:
             requested = saga.approval_requested(step, reason, cause=last)
             event_log.append([requested])  # visible to `coordinator status` while paused

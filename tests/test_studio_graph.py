@@ -113,8 +113,17 @@ async def test_run_parameters_come_from_configurable(state_dir: Path) -> None:
         paused = await graph.ainvoke(ORDER, config)
         assert paused["__interrupt__"][0].value["step"] == "payment"
         assert logged_types(state_dir, "o-1001")[-1] == "PaymentApprovalRequested"
-        done = await graph.ainvoke(Command(resume={"approved": True, "by": "alice"}), config)
+        # Resumed without the parameter (a resume request carries no configurable of
+        # its own): the decision still lands, on the request the log holds.
+        done = await graph.ainvoke(
+            Command(resume={"approved": True, "by": "alice"}), {"configurable": {"thread_id": "t-1"}}
+        )
         assert done["last"]["type"] == "OrderCompleted"
+        assert logged_types(state_dir, "o-1001")[2:5] == [
+            "PaymentApprovalRequested",
+            "PaymentApproved",
+            "PaymentProcessed",
+        ]
         # Without the parameter there is no threshold, so no approval.
         second = dict(example_orders()[1])
         unasked = await graph.ainvoke(second, {"configurable": {"thread_id": "t-2"}})
@@ -213,3 +222,31 @@ async def test_with_a_model_supervisor_every_worker_reports_back_to_it() -> None
     ).compile()
     workers = ("inventory", "payment", "shipping", "compensate")
     assert {(s, t) for s, t in edges(graph) if s in workers} == {(w, "supervisor") for w in workers}
+
+
+async def test_an_approval_given_by_a_process_without_the_threshold_is_still_recorded() -> None:
+    """`coordinator approve ID` without repeating `--param`: the step pauses on the
+    request it logged and records the decision (it used to charge without either)."""
+    from coordinator import LogicalClock, RunSettings, open_coordinator
+
+    sandbox, log, saver = Sandbox(), MemoryEventLog(), InMemorySaver()
+    asking = RunSettings(parameters={"approval_threshold_cents": 1})
+    async with sandbox.client() as client:
+        for settings, act in ((asking, "run"), (RunSettings(), "approve")):
+            async with open_coordinator(
+                ORDER_FULFILMENT,
+                agents=order_agents(client=client),
+                settings=settings,
+                event_log=log,
+                checkpointer=saver,
+                clock=LogicalClock(),
+            ) as coordinator:
+                if act == "run":
+                    assert (await coordinator.run(ORDER)).status.value == "awaiting_approval"
+                else:
+                    done = await coordinator.approve("o-1001", by="alice")
+    assert done.status.value == "completed"
+    approved = next(e for e in done.events if e.type == "PaymentApproved")
+    assert approved.data["by"] == "alice"
+    processed = next(e for e in done.events if e.type == "PaymentProcessed")
+    assert processed.causation_id == approved.id
