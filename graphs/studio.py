@@ -12,6 +12,7 @@ tooling").
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -101,12 +102,18 @@ def make_graph() -> CompiledStateGraph[RunState, Any, Any, RunState]:
     Its agents (scripted fake models) call in-process sandbox services kept in the
     state directory's ``sandbox.db``, through a client that lives as long as the
     graph -- the services ``coordinator run`` uses there, so ``coordinator status``,
-    ``trace`` and ``resume`` see the same world.
+    ``trace`` and ``resume`` see the same world. LangGraph's server calls a graph
+    factory on every request: one graph (one run id, one log connection) is built
+    per state directory and reused.
     """
+    return _order_graph(_state_directory(None).resolve())
+
+
+@functools.cache
+def _order_graph(directory: Path) -> CompiledStateGraph[RunState, Any, Any, RunState]:
     from agents.orders import ORDER_FULFILMENT, order_agents
     from tools.sandbox import Sandbox
 
-    directory = _state_directory(None)
     client = Sandbox(store=directory / "sandbox.db").client()
     return studio_graph(
         ORDER_FULFILMENT,
