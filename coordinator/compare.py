@@ -381,6 +381,8 @@ async def _run_workload(
         started = time.perf_counter()
         outcomes = await _run_all(coordinator, inputs, concurrency=concurrency, run_timeout=run_timeout)
         wall = time.perf_counter() - started
+        if any(_stopped(coordinator, result) for _, _, result in outcomes):
+            await injection.outage_over(at_most=run_timeout)  # an operator resumes once the model is back
         injection.end_outage()
         outcomes = await _resume_stopped(coordinator, outcomes, started, run_timeout=run_timeout)
         if memory_bus is not None:
@@ -475,7 +477,7 @@ async def _resume_stopped(
     duration lasts from its start until it ended."""
     carried: list[tuple[float, float, WorkflowResult | BaseException]] = []
     for offset, duration, result in outcomes:
-        if isinstance(result, WorkflowResult) and result.events and coordinator.saga.is_stop(result.events[-1].type):
+        if isinstance(result, WorkflowResult) and _stopped(coordinator, result):
             try:
                 result = await asyncio.wait_for(coordinator.resume(result.workflow_id), run_timeout)
             except (TimeoutError, CoordinatorError) as exc:
@@ -485,6 +487,13 @@ async def _resume_stopped(
                 result = result.model_copy(update={"duration_ms": duration})
         carried.append((offset, duration, result))
     return carried
+
+
+def _stopped(coordinator: Coordinator, result: WorkflowResult | BaseException) -> bool:
+    """Whether a model outage stopped this run (its last event is a ``<Step>Stopped``)."""
+    return (
+        isinstance(result, WorkflowResult) and bool(result.events) and coordinator.saga.is_stop(result.events[-1].type)
+    )
 
 
 def _explain(mode: str, workload: _Workload, prefer: str | None) -> Explanation:
@@ -744,7 +753,7 @@ def _outage_story(outage: Outage, measured: Mapping[tuple[str, str], _Workload],
         o = m.outcomes
         refused = m.injected.get("outage_refusals", 0)
         how = (
-            f"{refused} model calls refused: runs stopped, nothing undone, resumed once it was back"
+            f"{refused} model calls refused: runs stopped, nothing undone, resumed once it was back up"
             if mode == "orchestration"
             else "its events waited in the queue"
         )

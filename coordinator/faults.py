@@ -781,6 +781,20 @@ class FaultInjection:
         if self.switch is not None:
             self.switch.end()
 
+    async def outage_over(self, *, at_most: float) -> None:
+        """Wait until the outage's window closes by itself, at most ``at_most``
+        seconds (an event-length window may never close once nothing happens): what
+        an operator waits for before resuming runs a model outage stopped."""
+        switch = self.switch
+        if switch is None or switch.state == "up":
+            return
+        closed = asyncio.Event()
+        switch.listen(lambda down: None if down else closed.set())
+        try:
+            await asyncio.wait_for(closed.wait(), at_most)
+        except TimeoutError:
+            return
+
     async def aclose(self) -> None:
         """Stop the outage timers and record the final counts."""
         if self.switch is not None:
