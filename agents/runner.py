@@ -13,6 +13,12 @@ behaves the same under orchestration and choreography:
    idempotency key); transient failures are retried with bounded backoff; a business
    failure or exhausted retries fail the step.
 
+A model that gives no answer at all -- unreachable, overloaded or rate-limited after
+the retries of :func:`ask_model`, timed out, refusing our credentials -- is an
+outage of ours, not the business's answer: :meth:`StepRunner.model_unavailable`
+applies ``RunSettings.on_model_unavailable`` (stop the run, resumable; or fail the
+step but mark the run for attention).
+
 Compensation is never a model's decision: :meth:`StepRunner.compensate` calls the
 step's compensation tool directly with arguments taken from the step's recorded
 result, retrying transient failures with its own (longer) backoff.
@@ -36,17 +42,87 @@ from agents.agent import Agent
 from agents.models import is_transient_model_error, redact_secrets
 from agents.task import render_task
 from coordinator.context import ToolCallContext
-from coordinator.errors import InvalidArguments, StepError, TransientFailure, WorkflowDefinitionError
+from coordinator.errors import (
+    InvalidArguments,
+    ModelUnavailable,
+    StepError,
+    TransientFailure,
+    WorkflowDefinitionError,
+)
 from coordinator.results import Usage
 from coordinator.saga import StepReport
 from coordinator.settings import Backoff, RunSettings
 from coordinator.workflow import Step, Workflow
 
-__all__ = ["StepRunner"]
+__all__ = ["StepRunner", "ask_model"]
 
 log = logging.getLogger(__name__)
 
-RESERVED_NODE_NAMES = frozenset({"supervisor", "compensate", "__start__", "__end__"})
+RESERVED_NODE_NAMES = frozenset({"supervisor", "compensate", "accept", "__start__", "__end__"})
+
+#: HTTP statuses after which a model cannot be used by anyone until the deployment
+#: changes (our key, our permissions, our model name): no retry helps, but neither
+#: is it the business's answer to this run.
+_UNUSABLE_STATUSES = frozenset({401, 403, 404})
+
+ATTENTION_AFTER_OUTAGE = (
+    "it was not refused: its model could not be reached, and the completed steps were undone because "
+    "on_model_unavailable is 'compensate'; submit it again once the model is back if it should go through"
+)
+"""The note a run unwound after a model outage ends ``needs_attention`` with."""
+
+
+async def ask_model(
+    model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, backoff: Backoff, key: str, who: str
+) -> AIMessage:
+    """One answer of ``model`` to ``messages``; failed calls that may pass are retried
+    with ``backoff`` (``key`` names the call for jitter and logs; ``who`` the model's
+    owner in messages, e.g. ``agent 'payment'``).
+
+    Raises:
+        ModelUnavailable: no answer: every attempt failed with an error that may
+            pass (connection refused, DNS, timeouts, 5xx, 429 -- see
+            :func:`agents.models.is_transient_model_error`), or the provider refused
+            our credentials, permissions or model name (401, 403, 404).
+        StepError: the call failed for this request alone (a request the provider
+            rejects, a cassette replay miss) or the answer is not an AIMessage.
+
+    Messages quote the provider's error with secrets redacted.
+    """
+    for attempt in range(1, backoff.max_attempts + 1):
+        try:
+            answer = await model.ainvoke(messages)
+        except Exception as exc:  # a provider's own error types are unknown here
+            # Provider messages may quote a key; they go to logs and events only redacted.
+            detail = redact_secrets(f"{type(exc).__name__}: {exc}")
+            status = _status_of(exc)
+            if status in _UNUSABLE_STATUSES:
+                raise ModelUnavailable(
+                    f"the model of {who} refused our configuration (HTTP {status}): {detail}; fix the key, "
+                    "permissions or model name"
+                ) from exc
+            if not is_transient_model_error(exc):  # a request refused as such, a replay miss
+                raise StepError(f"model call failed: {detail}") from exc
+            if attempt == backoff.max_attempts:
+                raise ModelUnavailable(
+                    f"the model of {who} could not be reached: {attempt} calls failed, last: {detail}"
+                ) from exc
+            log.warning("model call failed (%s), retrying: %s", key, detail)
+            await asyncio.sleep(backoff.delay(attempt, key=key))
+            continue
+        if not isinstance(answer, AIMessage):
+            raise TransientFailure(f"model returned {type(answer).__name__}, expected an AIMessage")
+        return answer
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status of a provider's error: its ``status_code`` (OpenAI and Anthropic
+    SDKs), else its httpx ``response``'s."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 class StepRunner:
@@ -108,7 +184,9 @@ class StepRunner:
         Never raises for a failure of the step itself (business, transient after
         retries, model misbehaviour after re-asks, running past
         ``settings.step_timeout``): those come back as a report with ``ok=False`` and
-        a reason naming what went wrong.
+        a reason naming what went wrong. A model that gives no answer (see
+        :func:`ask_model`, or still silent when the step's time runs out) comes back
+        as :meth:`model_unavailable` says.
         """
         timeout = self.settings.step_timeout
         in_flight: dict[str, Any] = {}
@@ -118,6 +196,10 @@ class StepRunner:
                     step, workflow_id=workflow_id, input=input, results=results, in_flight=in_flight
                 )
         except TimeoutError:
+            if "asking" in in_flight:  # the time ran out waiting for the model: our outage
+                return self.model_unavailable(
+                    f"the model of agent {step.agent!r} gave no answer within the step's timeout of {timeout:g}s"
+                )
             reason = f"step {step.name!r} took longer than its timeout of {timeout:g}s"
             if not in_flight:
                 return StepReport(ok=False, reason=reason)
@@ -176,10 +258,20 @@ class StepRunner:
         rejections: list[str] = []
         model = self._bound[agent.name]
         for _ in range(self.settings.max_reasks + 1):
+            in_flight["asking"] = True  # a timeout now is the model's silence
             try:
-                answer = await self._ask(model, messages, key=f"{workflow_id}/{step.name}/model")
+                answer = await ask_model(
+                    model,
+                    messages,
+                    backoff=self.settings.tool_retries,
+                    key=f"{workflow_id}/{step.name}/model",
+                    who=f"agent {agent.name!r}",
+                )
+            except ModelUnavailable as exc:
+                return self.model_unavailable(exc.reason, usage=usage, rejections=tuple(rejections))
             except StepError as exc:
                 return StepReport(ok=False, reason=exc.reason, usage=usage, rejections=tuple(rejections))
+            del in_flight["asking"]  # not in a `finally`: a timeout must still see it
             usage = usage + _usage_of(answer)
             arguments, problem = self._check(agent, step, tool, facts, answer)
             if problem is None:
@@ -205,6 +297,20 @@ class StepRunner:
             usage=usage + report.usage,
             rejections=tuple(rejections),
         )
+
+    def model_unavailable(
+        self, reason: str, *, usage: Usage | None = None, rejections: tuple[str, ...] = ()
+    ) -> StepReport:
+        """What a step reports when its model gave no answer (``reason`` says whose
+        and why), by ``settings.on_model_unavailable``: ``"stop"`` -- a stopped
+        report (the run stops, nothing undone, resumable); ``"compensate"`` -- a
+        failure marked for attention (the completed steps are undone and the run
+        ends ``needs_attention``). Never a plain failure: an outage of ours is not
+        the business's answer."""
+        usage = usage or Usage()
+        if self.settings.on_model_unavailable == "stop":
+            return StepReport(ok=False, stopped=True, reason=reason, usage=usage, rejections=rejections)
+        return StepReport(ok=False, reason=reason, usage=usage, rejections=rejections, attention=ATTENTION_AFTER_OUTAGE)
 
     # -- undoing -----------------------------------------------------------------------
 
@@ -246,27 +352,6 @@ class StepRunner:
             return step.facts(input, results)
         accepted = _schema_fields(tool)
         return {k: v for k, v in input.items() if accepted is None or k in accepted}
-
-    async def _ask(self, model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, key: str) -> AIMessage:
-        """One model answer; errors calling the model are retried like transient tool failures."""
-        backoff = self.settings.tool_retries
-        for attempt in range(1, backoff.max_attempts + 1):
-            try:
-                answer = await model.ainvoke(messages)
-            except Exception as exc:  # a provider's own error types are unknown here
-                # Provider messages may quote a key; they go to logs and events only redacted.
-                detail = redact_secrets(f"{type(exc).__name__}: {exc}")
-                if not is_transient_model_error(exc):  # a bad key, an unknown model, a replay miss
-                    raise StepError(f"model call failed: {detail}") from exc
-                if attempt == backoff.max_attempts:
-                    raise TransientFailure(f"model call failed {attempt} times, last: {detail}") from exc
-                log.warning("model call failed (%s), retrying: %s", key, detail)
-                await asyncio.sleep(backoff.delay(attempt, key=key))
-                continue
-            if not isinstance(answer, AIMessage):
-                raise TransientFailure(f"model returned {type(answer).__name__}, expected an AIMessage")
-            return answer
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check(
         self, agent: Agent, step: Step, tool: BaseTool, facts: Mapping[str, Any], answer: AIMessage

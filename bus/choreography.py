@@ -129,6 +129,8 @@ class StatusProjection:
             status = str(event.data.get("status", "completed"))
         elif self.saga.is_pause(event.type):
             status = "awaiting_approval"
+        elif self.saga.is_stop(event.type):
+            status = "failed"  # stopped by a model outage, until resumed
         else:
             return
         self.status[event.subject] = status
@@ -351,6 +353,10 @@ class Choreography:
                 nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
             )
             emitted = self.saga.performed(nxt.step, report, cause=event)
+            if report.stopped and self._consequence(event, besides=emitted.id) is not None:
+                # Our model was out and the deadline failed the step meanwhile: the run
+                # is being unwound already, and a stop beside it would fork the chain.
+                return None
             if report.ok and self._consequence(event, besides=emitted.id) is not None:
                 # The run's deadline failed this step while we were acting: undo our
                 # effect at once and say nothing; the run is already being unwound.
@@ -380,7 +386,12 @@ class Choreography:
             await self.deadlines.arm_deadline(workflow_id, time.time() + self.deadline, replace=fresh)
 
     async def _unwatch(self, workflow_id: str, result: WorkflowResult) -> WorkflowResult:
-        if self.deadline is not None and (result.status.ended or result.status is WorkflowStatus.AWAITING_APPROVAL):
+        # A run that ended, waits for a person or was stopped by a model outage is
+        # nobody's to fail: a stopped run waits for `resume`, which re-arms it.
+        stopped = bool(result.events) and self.saga.is_stop(result.events[-1].type)
+        if self.deadline is not None and (
+            result.status.ended or result.status is WorkflowStatus.AWAITING_APPROVAL or stopped
+        ):
             await self.deadlines.disarm_deadline(workflow_id)
         return result
 
@@ -452,8 +463,10 @@ class Choreography:
         crashed before it acted). So the run's latest logged event is announced again:
         its id is the same, so a participant that handled it already ignores it (its
         inbox, the record of its consequence) and one that did not acts on it, with
-        the same idempotency keys. The run gets a fresh deadline. Raises
-        CoordinatorError when nothing is known of ``workflow_id``.
+        the same idempotency keys. A run stopped by a model outage (its latest event
+        is a ``<Step>Stopped``) is carried on by publishing its ``<Step>Resumed``, on
+        which the step's agent performs the step again. The run gets a fresh
+        deadline. Raises CoordinatorError when nothing is known of ``workflow_id``.
         """
         await self.start()
         known = self.event_log.events(workflow_id)
@@ -464,8 +477,11 @@ class Choreography:
             return self.saga.result(workflow_id, known, mode=self.mode)
         started = time.perf_counter()
         await self._watch(workflow_id, fresh=True)
-        await self._announce(last)
-        events = await self._wait(workflow_id)
+        if self.saga.is_stop(last.type):
+            await self.publish(self.saga.resumed(cause=last))
+        else:
+            await self._announce(last)
+        events = await self._wait(workflow_id, after=last.id)
         result = self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
         return await self._unwatch(workflow_id, result)
 
@@ -493,12 +509,13 @@ class Choreography:
         return await self._unwatch(workflow_id, result)
 
     def _settled(self, workflow_id: str, after: str | None) -> list[Event] | None:
-        """The run's logged events once it ended or paused (at an event other than
-        ``after``, the pause being answered), else None."""
+        """The run's logged events once it ended, paused or stopped (at an event other
+        than ``after``, the pause or stop being answered), else None."""
         logged = self.event_log.events(workflow_id)
         if logged:
             last = logged[-1]
-            if self.saga.is_terminal(last.type) or (self.saga.is_pause(last.type) and last.id != after):
+            halted = self.saga.is_pause(last.type) or self.saga.is_stop(last.type)
+            if self.saga.is_terminal(last.type) or (halted and last.id != after):
                 return logged
         return None
 

@@ -382,7 +382,10 @@ async def _run_workload(
         started = time.perf_counter()
         outcomes = await _run_all(coordinator, inputs, concurrency=concurrency, run_timeout=run_timeout)
         wall = time.perf_counter() - started
+        if any(_stopped(coordinator, result) for _, _, result in outcomes):
+            await injection.outage_over(at_most=run_timeout)  # an operator resumes once the model is back
         injection.end_outage()
+        outcomes = await _resume_stopped(coordinator, outcomes, started, run_timeout=run_timeout)
         if memory_bus is not None:
             # What is still unsettled then is reported by the invariants (a run that never ended).
             with contextlib.suppress(TimeoutError):
@@ -461,6 +464,37 @@ async def _run_all(
             return (began - origin) * 1000, (time.perf_counter() - began) * 1000, result
 
     return list(await asyncio.gather(*(one(i) for i in inputs)))
+
+
+async def _resume_stopped(
+    coordinator: Coordinator,
+    outcomes: list[tuple[float, float, WorkflowResult | BaseException]],
+    origin: float,
+    *,
+    run_timeout: float,
+) -> list[tuple[float, float, WorkflowResult | BaseException]]:
+    """Carry on the runs a model outage stopped (``on_model_unavailable="stop"``) now
+    that it is over, as an operator's ``coordinator resume`` would; a resumed run's
+    duration lasts from its start until it ended."""
+    carried: list[tuple[float, float, WorkflowResult | BaseException]] = []
+    for offset, duration, result in outcomes:
+        if isinstance(result, WorkflowResult) and _stopped(coordinator, result):
+            try:
+                result = await asyncio.wait_for(coordinator.resume(result.workflow_id), run_timeout)
+            except (TimeoutError, CoordinatorError) as exc:
+                result = exc
+            duration = (time.perf_counter() - origin) * 1000 - offset
+            if isinstance(result, WorkflowResult):
+                result = result.model_copy(update={"duration_ms": duration})
+        carried.append((offset, duration, result))
+    return carried
+
+
+def _stopped(coordinator: Coordinator, result: WorkflowResult | BaseException) -> bool:
+    """Whether a model outage stopped this run (its last event is a ``<Step>Stopped``)."""
+    return (
+        isinstance(result, WorkflowResult) and bool(result.events) and coordinator.saga.is_stop(result.events[-1].type)
+    )
 
 
 def _explain(mode: str, workload: _Workload, prefer: str | None) -> Explanation:
@@ -720,7 +754,7 @@ def _outage_story(outage: Outage, measured: Mapping[tuple[str, str], _Workload],
         o = m.outcomes
         refused = m.injected.get("outage_refusals", 0)
         how = (
-            f"{refused} model calls refused, step retried then failed"
+            f"{refused} model calls refused: runs stopped, nothing undone, resumed once it was back up"
             if mode == "orchestration"
             else "its events waited in the queue"
         )
@@ -736,8 +770,13 @@ def _notes(report: ComparisonReport, settings: RunSettings) -> list[str]:
     retries = settings.tool_retries
     return [
         f"Orchestration has no run deadline; a downed agent's model call is retried {retries.max_attempts} times "
-        f"(backoff from {retries.initial_delay:g} s, at most {retries.max_delay:g} s) by the step runner, then the "
-        "step fails and the completed steps are compensated (LangGraph node retry policies are not used).",
+        f"(backoff from {retries.initial_delay:g} s, at most {retries.max_delay:g} s) by the step runner, then "
+        + (
+            "the run stops with nothing undone and is resumed once the outage is over"
+            if settings.on_model_unavailable == "stop"
+            else "the step fails, the completed steps are undone and the run needs attention"
+        )
+        + f" (on_model_unavailable={settings.on_model_unavailable!r}; LangGraph node retry policies are not used).",
         f"Choreography fails a run's stuck step when its {report.deadline_s:g} s deadline passes; until then a "
         "downed participant's events wait in its group's queue.",
         "Model calls 'made' are counted at the models (re-asks, duplicate handlers, refused calls); 'recorded' is "

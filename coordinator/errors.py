@@ -13,6 +13,7 @@ The hierarchy::
     │   └── InvalidArguments      the call itself was wrong: re-ask the model
     ├── ModelMisbehaviour         a model kept breaking the guard after its re-asks
     ├── ModelError                the chat model itself failed (provider down, bad config)
+    │   └── ModelUnavailable      no answer after retries: unreachable, overloaded, refusing our key
     └── BusError                  an event bus failed (publish not confirmed, closed bus, ...)
         └── BusClosed             publish or subscribe on a bus that was closed
 
@@ -32,6 +33,7 @@ __all__ = [
     "MalformedEvent",
     "ModelError",
     "ModelMisbehaviour",
+    "ModelUnavailable",
     "StepError",
     "TransientFailure",
     "UntrustedEvent",
@@ -137,6 +139,22 @@ class ModelMisbehaviour(CoordinatorError):
 
 class ModelError(CoordinatorError):
     """The chat model could not be called (provider unreachable, misconfigured)."""
+
+
+class ModelUnavailable(ModelError):
+    """A step's chat model gave no answer at all: unreachable (connection refused,
+    DNS, timeouts), overloaded (5xx) or rate-limited (429) after the step runner's
+    retries, or refusing the deployment's credentials (401, 403) or model (404).
+
+    An operational failure, not the business's answer: what a step does about it is
+    ``RunSettings.on_model_unavailable`` (stop the run, resumable, or compensate it
+    and end ``needs_attention``). ``reason`` names the agent and the last error,
+    with secrets redacted.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class BusError(CoordinatorError):

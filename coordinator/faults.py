@@ -26,9 +26,11 @@ so one seed reproduces one *schedule* exactly, however the runs interleave:
   has no member during the window (its events wait in the queue), then a member
   subscribes again. Orchestration: there is no participant process to lose, so the
   agent's model is unreachable during the window (every call raises); the step
-  runner retries with ``RunSettings.tool_retries`` and then fails the step, and the
-  completed steps are compensated -- compensations do not involve the model, so
-  they go through.
+  runner retries with ``RunSettings.tool_retries``, then the run stops with nothing
+  undone (``RunSettings.on_model_unavailable``, ``"stop"`` by default) until it is
+  resumed after the window -- or, with ``"compensate"``, the step fails, the
+  completed steps are undone (compensations do not involve the model) and the run
+  ends ``needs_attention``.
 
 :class:`FaultInjection` applies a plan to one workload through the existing seams
 (agents' models, the bus, the event log, the scenario) and counts what it did.
@@ -778,6 +780,20 @@ class FaultInjection:
         have ended, so it handles what queued up while it was away)."""
         if self.switch is not None:
             self.switch.end()
+
+    async def outage_over(self, *, at_most: float) -> None:
+        """Wait until the outage's window closes by itself, at most ``at_most``
+        seconds (an event-length window may never close once nothing happens): what
+        an operator waits for before resuming runs a model outage stopped."""
+        switch = self.switch
+        if switch is None or switch.state == "up":
+            return
+        closed = asyncio.Event()
+        switch.listen(lambda down: None if down else closed.set())
+        try:
+            await asyncio.wait_for(closed.wait(), at_most)
+        except TimeoutError:
+            return
 
     async def aclose(self) -> None:
         """Stop the outage timers and record the final counts."""

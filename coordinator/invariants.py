@@ -6,7 +6,8 @@ Workflow-agnostic rules (:func:`check_runs`), each with its id:
 * ``started`` -- a run has exactly one start event;
 * ``known-type`` -- every event is one of the workflow's types;
 * ``ended`` -- every run ended (completed or cancelled) or is paused for a person:
-  nothing is left non-terminal once the workload (and any deadline) is over;
+  nothing is left non-terminal once the workload (and any deadline) is over (a run
+  stopped by a model outage counts as not ended: resume it first);
 * ``one-end`` -- a run has at most one terminal event;
 * ``cause-once`` -- no event caused two different events (a duplicate handler, a
   deadline and a late participant, a retried node must all converge on one);
@@ -148,6 +149,8 @@ def _legal_consequences(saga: Saga, cause: Event) -> set[str]:
     if saga.is_pause(cause.type):
         step = workflow.step(str(cause.data.get("step")))
         return {f"{step.title}Approved", f"{step.title}Rejected"}
+    if saga.is_stop(cause.type):  # a model outage stopped the run: only a resume follows
+        return {saga.resumed_event(workflow.step(str(cause.data.get("step"))))}
     nxt = saga.next_action(cause.type)
     if nxt is None:
         return set()
@@ -159,8 +162,8 @@ def _legal_consequences(saga: Saga, cause: Event) -> set[str]:
     assert target is not None
     if nxt.action is Action.COMPENSATE:
         return {target.events.compensated, saga.compensation_failed_event(target)}
-    allowed = {target.events.succeeded, target.events.failed}
-    if target.approval is not None and cause.type != f"{target.title}Approved":
+    allowed = {target.events.succeeded, target.events.failed, saga.stopped_event(target)}
+    if target.approval is not None and cause.type not in (f"{target.title}Approved", saga.resumed_event(target)):
         allowed.add(f"{target.title}ApprovalRequested")
     return allowed
 

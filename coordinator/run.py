@@ -302,7 +302,9 @@ async def open_coordinator(
 
         supervisor = None
         if supervisor_model is not None:
-            supervisor = ModelSupervisor(supervisor_model, workflow, max_reasks=settings.max_reasks)
+            supervisor = ModelSupervisor(
+                supervisor_model, workflow, max_reasks=settings.max_reasks, retries=settings.tool_retries
+            )
         engine = Orchestrator(
             runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id, supervisor=supervisor
         )

@@ -6,6 +6,13 @@ Both modes run the same chain of events for a workflow run::
     Started ─► S1.succeeded ─► S2.succeeded ─► ... ─► Sn.succeeded ─► Completed
                       └─► Sk.failed ─► S(k-1).compensated ─► ... ─► S1.compensated ─► Cancelled
 
+A step whose model cannot be reached may instead stop the run (when
+``RunSettings.on_model_unavailable`` is ``"stop"``): ``Sk.Stopped`` ends the chain
+for now, nothing is undone, and resuming the run emits ``Sk.Resumed``, after which
+the step is performed again::
+
+    S(k-1).succeeded ─► SkStopped ─► SkResumed ─► Sk.succeeded ─► ...
+
 :meth:`Saga.next_action` is the one decision function: given the latest event of a
 run, it says what happens next (perform a step, compensate a step, finish). The
 orchestrator's supervisor calls it on its state; choreography compiles it into
@@ -81,6 +88,13 @@ class StepReport:
     #: A failure after which the step's own effect may exist and could not be
     #: checked (a timed-out call): the run ends ``needs_attention``, not compensated.
     uncertain: bool = False
+    #: Neither done nor failed: the step's model could not be reached and the run
+    #: stops, resumable, with nothing undone (``<Step>Stopped``; ``reason`` says why).
+    stopped: bool = False
+    #: A failure that is not the business's answer (its model could not be reached):
+    #: the completed steps are undone, but the run ends ``needs_attention`` with
+    #: this note, never a plain ``compensated``.
+    attention: str | None = None
 
 
 class Saga:
@@ -102,6 +116,8 @@ class Saga:
             self._kinds[step.events.failed] = ("failed", i)
             self._kinds[step.events.compensated] = ("compensated", i)
             self._kinds[self.compensation_failed_event(step)] = ("compensation_failed", i)
+            self._kinds[self.stopped_event(step)] = ("stopped", i)
+            self._kinds[self.resumed_event(step)] = ("resumed", i)
             if step.approval is not None:
                 self._kinds[f"{step.title}ApprovalRequested"] = ("approval_requested", i)
                 self._kinds[f"{step.title}Approved"] = ("approved", i)
@@ -116,6 +132,17 @@ class Saga:
     def compensation_failed_event(step: Step) -> str:
         """The event an agent emits when its undo of ``step`` could not complete."""
         return f"{step.events.compensated}Failed"
+
+    @staticmethod
+    def stopped_event(step: Step) -> str:
+        """The event that stops a run at ``step`` because its model could not be
+        reached (``PaymentStopped``); nothing is undone and the run can be resumed."""
+        return f"{step.title}Stopped"
+
+    @staticmethod
+    def resumed_event(step: Step) -> str:
+        """The event that carries a stopped run on: ``step`` is performed again."""
+        return f"{step.title}Resumed"
 
     @property
     def event_types(self) -> list[str]:
@@ -133,10 +160,16 @@ class Saga:
         """True for an approval request: the run waits for a person, not for an agent."""
         return self._kinds.get(event_type, ("", 0))[0] == "approval_requested"
 
+    def is_stop(self, event_type: str) -> bool:
+        """True for a ``<Step>Stopped`` event: the run waits for ``resume``, not for a
+        participant or a person; it is not over."""
+        return self._kinds.get(event_type, ("", 0))[0] == "stopped"
+
     def approval_reason(self, step: Step, *, cause: Event, parameters: Mapping[str, Any]) -> str | None:
         """Why a person must approve ``step`` before it runs after ``cause``; None when
-        no approval is needed (no rule, the rule says no, or ``cause`` is the approval)."""
-        if step.approval is None or cause.type == f"{step.title}Approved":
+        no approval is needed (no rule, the rule says no, ``cause`` is the approval, or
+        ``cause`` resumes the step after a stop: approval was settled before it ran)."""
+        if step.approval is None or cause.type in (f"{step.title}Approved", self.resumed_event(step)):
             return None
         return step.approval(cause.data.get("input", {}), cause.data.get("results", {}), parameters)
 
@@ -178,7 +211,7 @@ class Saga:
             if i + 1 < len(steps):
                 return NextAction(Action.PERFORM, steps[i + 1])
             return NextAction(Action.COMPLETE)
-        if kind == "approved":
+        if kind in ("approved", "resumed"):
             return NextAction(Action.PERFORM, steps[i])
         if kind in ("failed", "rejected", "compensated", "compensation_failed"):
             # Unwind in reverse: the step before the one that failed or was just undone.
@@ -190,17 +223,18 @@ class Saga:
     def emitters(self, event_type: str) -> frozenset[str]:
         """Who may emit an event of ``event_type``, as the workflow definition says:
         a step's own events (succeeded, failed, compensated, compensation failed,
-        approval requested) come from the step's agent; the start and terminal events
-        and a person's approval decision from :data:`OWNER`. The owner may also emit a
+        approval requested, stopped) come from the step's agent; the start and
+        terminal events, a person's approval decision and the resumption of a stopped
+        run from :data:`OWNER`. The owner may also emit a
         step's failed and compensation-failed events: that is how a run's deadline
         fails a step whose agent gave no answer. Empty for a type the workflow does
         not know."""
         kind, i = self._kinds.get(event_type, ("", -1))
-        if kind in ("started", "completed", "cancelled", "approved", "rejected"):
+        if kind in ("started", "completed", "cancelled", "approved", "rejected", "resumed"):
             return frozenset({OWNER})
         if kind in ("failed", "compensation_failed"):
             return frozenset({self.workflow.steps[i].agent, OWNER})
-        if kind in ("succeeded", "compensated", "approval_requested"):
+        if kind in ("succeeded", "compensated", "approval_requested", "stopped"):
             return frozenset({self.workflow.steps[i].agent})
         return frozenset()
 
@@ -300,10 +334,21 @@ class Saga:
         )
 
     def performed(self, step: Step, report: StepReport, *, cause: Event, signed_by: str | None = None) -> Event:
-        """``step``'s succeeded or failed event, caused by its trigger ``cause``, signed
-        by the step's agent (or ``signed_by``: the owner, when a deadline fails the step)."""
+        """``step``'s succeeded or failed event (or its stopped event, for a
+        ``report.stopped``), caused by its trigger ``cause``, signed by the step's
+        agent (or ``signed_by``: the owner, when a deadline fails the step)."""
         data = _carried(cause)
         data.update(step=step.name, usage=report.usage.model_dump(), rejections=list(report.rejections))
+        if report.stopped:
+            data["reason"] = report.reason
+            return self.factory.event(
+                self.stopped_event(step),
+                subject=cause.subject,
+                source=f"agent/{step.agent}",
+                data=data,
+                cause=cause,
+                signed_by=step.agent,
+            )
         if report.ok:
             # An event's data is its own: a tool may keep (and later change) the very
             # dict it returned, and a log must not change after the fact.
@@ -318,6 +363,13 @@ class Saga:
                 data["compensation_failures"] = [
                     *data.get("compensation_failures", []),
                     {"step": step.name, "reason": "its effect may have happened and could not be checked"},
+                ]
+            elif report.attention is not None:
+                # Nothing of the step is held, but the run must not read as the
+                # business's refusal: an entry here makes it end needs_attention.
+                data["compensation_failures"] = [
+                    *data.get("compensation_failures", []),
+                    {"step": step.name, "reason": report.attention, "undo": False},
                 ]
             event_type = step.events.failed
         return self.factory.event(
@@ -351,6 +403,22 @@ class Saga:
             data=data,
             cause=cause,
             signed_by=signed_by or step.agent,
+        )
+
+    def resumed(self, *, cause: Event) -> Event:
+        """The event that carries a run stopped by ``cause`` (a ``<Step>Stopped``) on:
+        the step is performed again (its idempotency keys are the same, so an effect
+        that happened before the stop is not repeated). Raises ValueError for any
+        other ``cause``."""
+        if not self.is_stop(cause.type):
+            raise ValueError(
+                f"{cause.type} did not stop workflow {self.workflow.name!r}; only a <Step>Stopped event is resumed"
+            )
+        step = self.workflow.steps[self._kinds[cause.type][1]]
+        data = _carried(cause)
+        data.update(step=step.name)
+        return self.factory.event(
+            self.resumed_event(step), subject=cause.subject, source=self.source, data=data, cause=cause, signed_by=OWNER
         )
 
     def approval_requested(self, step: Step, reason: str, *, cause: Event) -> Event:
@@ -441,6 +509,9 @@ class Saga:
             if kind == "rejected":
                 outcome = outcomes[data["step"]]
                 outcome.status, outcome.reason = StepStatus.FAILED, data.get("reason")
+            elif kind == "stopped":
+                outcome = outcomes[data["step"]]
+                outcome.usage = outcome.usage + Usage.model_validate(data.get("usage") or {})
             elif kind in ("succeeded", "failed", "compensated", "compensation_failed"):
                 outcome = outcomes[data["step"]]
                 outcome.usage = outcome.usage + Usage.model_validate(data.get("usage") or {})
@@ -461,11 +532,21 @@ class Saga:
                 failure = data.get("failure") or {}
                 reason = f"step {failure.get('step')!r} failed: {failure.get('reason')}" if failure else None
                 for problem in data.get("compensation_failures") or []:
-                    reason = f"{reason}; undo of {problem['step']!r} failed: {problem['reason']}"
+                    if problem.get("undo") is False:  # not an undo: the failed step itself
+                        reason = f"{reason}; step {problem['step']!r} needs attention: {problem['reason']}"
+                    else:
+                        reason = f"{reason}; undo of {problem['step']!r} failed: {problem['reason']}"
         if status is None and chain and self.is_pause(chain[-1].type):
             status = WorkflowStatus.AWAITING_APPROVAL
             reason = (
                 f"waiting for a person to approve step {chain[-1].data.get('step')!r}: {chain[-1].data.get('reason')}"
+            )
+        elif status is None and chain and self.is_stop(chain[-1].type):
+            status = WorkflowStatus.FAILED
+            stop = chain[-1]
+            reason = (
+                f"step {stop.data.get('step')!r} stopped, nothing undone: {stop.data.get('reason')}; "
+                f"resume the run once that is fixed (`coordinator resume {workflow_id}`)"
             )
         elif status is None:
             status = WorkflowStatus.FAILED

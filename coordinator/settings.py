@@ -1,13 +1,29 @@
-"""Run-time knobs shared by both coordinators: retries, re-asks, concurrency."""
+"""Run-time knobs shared by both coordinators: retries, re-asks, timeouts, what a
+model outage does."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Backoff", "RunSettings"]
+__all__ = ["STATE_DIR_VARIABLE", "Backoff", "ModelOutagePolicy", "RunSettings", "default_state_dir"]
+
+STATE_DIR_VARIABLE = "COORDINATOR_STATE_DIR"
+"""The environment variable naming the state directory (event log, checkpoints, outbox)."""
+
+
+def default_state_dir() -> Path:
+    """Where run state lives when nobody says: ``$COORDINATOR_STATE_DIR``, else
+    ``./.coordinator`` -- what the CLI, the Studio graph and workers share."""
+    return Path(os.environ.get(STATE_DIR_VARIABLE) or ".coordinator")
+
+
+ModelOutagePolicy = Literal["stop", "compensate"]
+"""What a step does when its model cannot be reached: see ``RunSettings.on_model_unavailable``."""
 
 
 class Backoff(BaseModel):
@@ -51,7 +67,25 @@ class RunSettings(BaseModel):
     * ``direct_tool_calls`` -- after the guard validated a call, await a plain
       ``StructuredTool``'s coroutine directly instead of through ``ainvoke`` (which
       repeats signature introspection and callback setup on every call, ~0.4 ms).
-      Set False to have LangChain callbacks (tracing) see every tool call.
+      Set False to have LangChain callbacks (tracing) see every tool call;
+    * ``on_model_unavailable`` -- what a step does when its model (or a model
+      supervisor's) gives no answer at all after the ``tool_retries`` of the call:
+      unreachable, overloaded, rate-limited, timed out, refusing our credentials
+      (:class:`~coordinator.errors.ModelUnavailable`). That is our outage, not the
+      business's answer, so it never ends a run plain ``compensated``:
+
+      - ``"stop"`` (the default) -- nothing is undone: the step emits its
+        ``<Step>Stopped`` event and the run stops ``failed`` with the reason; it is
+        resumable (``Coordinator.resume``, ``coordinator resume``), which emits
+        ``<Step>Resumed`` and performs the step again, with the same idempotency
+        keys, once the model is back. The customer's order waits for us instead
+        of being undone;
+      - ``"compensate"`` -- the step fails and the completed steps are undone, but
+        the run ends ``needs_attention`` (a person decides whether to submit it
+        again), never a plain ``compensated``.
+
+      Both modes behave alike. A model that answers but breaks the guard is not an
+      outage: it is re-asked, then fails the step (``max_reasks``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -63,3 +97,4 @@ class RunSettings(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     direct_tool_calls: bool = True
+    on_model_unavailable: ModelOutagePolicy = "stop"

@@ -93,7 +93,8 @@ class Step(BaseModel):
     def title(self) -> str:
         """The step name in CamelCase, e.g. ``payment`` -> ``Payment``; prefixes the
         step's approval events (``PaymentApprovalRequested``, ``PaymentApproved``,
-        ``PaymentRejected``)."""
+        ``PaymentRejected``) and the events of a run stopped at it because its model
+        could not be reached (``PaymentStopped``, ``PaymentResumed``)."""
         return "".join(part[:1].upper() + part[1:] for part in self.name.split("_"))
 
 
@@ -133,6 +134,7 @@ class Workflow(BaseModel):
         event_names = [self.started_event, self.completed_event, self.cancelled_event]
         for step in self.steps:
             event_names += [step.events.succeeded, step.events.failed, step.events.compensated]
+            event_names += [f"{step.title}Stopped", f"{step.title}Resumed"]
             if step.approval is not None:
                 event_names += [f"{step.title}ApprovalRequested", f"{step.title}Approved", f"{step.title}Rejected"]
         dupes = sorted({n for n in event_names if event_names.count(n) > 1})

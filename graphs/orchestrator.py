@@ -1,15 +1,19 @@
 """Orchestration: a workflow compiled into a LangGraph supervisor graph.
 
-The graph, for a workflow whose agents are ``inventory``, ``payment``, ``shipping``::
+The graph, for a workflow whose agents are ``inventory``, ``payment``, ``shipping``
+(each node declares where it may hand the run, so a drawing shows the saga)::
 
-    START ─► supervisor ─┬─► inventory ──┐
-               ▲         ├─► payment ────┤
-               │         ├─► shipping ───┤
-               │         ├─► compensate ─┤
-               │         └─► END         │
-               └─────────────────────────┘
+    START ─► supervisor ─► inventory ─► payment ─► shipping ─► END
+                               │           │          │
+                               ▼           ▼          ▼
+                              END ◄──── compensate ◄──┘
+                                         ▲    │ (one undo per visit, in reverse)
+                                         └────┘
 
-The state is the run's event list. The supervisor's rule reads the latest event,
+A step that fails hands the run to ``compensate`` (the first step's failure ends it
+cancelled); the supervisor is where every run enters, and a resumed one re-enters.
+
+The state is the run's latest event. The supervisor's rule reads the latest event,
 asks the saga what follows (:meth:`coordinator.saga.Saga.next_action`) and hands off
 with a ``Command``: to the owning agent's node to perform a step, to ``compensate``
 to undo one (completed steps are undone one node visit at a time, in reverse order),
@@ -38,27 +42,40 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Protocol, TypedDict
+from collections.abc import Collection, Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel
+from typing_extensions import TypedDict  # typing's TypedDict on 3.11 defeats pydantic's schemas (LangGraph's API)
 
 from agents.runner import StepRunner
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
 from coordinator.eventlog import EventLog, MemoryEventLog
 from coordinator.events import Event
 from coordinator.results import Usage, WorkflowResult
 from coordinator.saga import Action, NextAction, Saga, StepReport
 
-__all__ = ["COMPENSATE", "SUPERVISOR", "Decision", "Orchestrator", "RunState", "Supervisor", "build_graph"]
+__all__ = [
+    "ACCEPT",
+    "COMPENSATE",
+    "SUPERVISOR",
+    "Decision",
+    "Orchestrator",
+    "RunState",
+    "Supervisor",
+    "build_graph",
+    "node_destinations",
+]
 
 SUPERVISOR = "supervisor"
 COMPENSATE = "compensate"
+ACCEPT = "accept"
 
 
 class RunState(TypedDict):
@@ -92,7 +109,58 @@ class Supervisor(Protocol):
     never delegated: compensation is not a model's decision.
     """
 
-    async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]: ...
+    async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]:
+        """The handoff problem (None: legal) and the model work spent. Raises
+        :class:`~coordinator.errors.ModelUnavailable` when the supervisor's model gave
+        no answer: the run then stops or unwinds as ``on_model_unavailable`` says."""
+        ...
+
+
+def node_destinations(saga: Saga, *, model_supervisor: bool = False) -> dict[str, dict[str, str]]:
+    """Node -> {node it may hand the run to: the events that send it there}: the saga's
+    real routes, for ``add_node(destinations=...)`` (LangGraph draws them; it does not
+    enforce them).
+
+    An agent node goes where the saga sends its steps' events (the next step's agent
+    on success; ``compensate`` or, for the first step, END on failure; END on a stop);
+    ``compensate`` undoes the step before or ends the run; the supervisor is where a
+    run enters (the start event) and re-enters (a resume, a restart after a crash).
+    With a model supervisor every worker reports back to it instead.
+    """
+    workflow = saga.workflow
+    agents = workflow.agent_names
+
+    def goes_to(event_type: str) -> str:
+        nxt = saga.next_action(event_type)
+        if nxt is None or nxt.action in (Action.COMPLETE, Action.CANCEL) or nxt.step is None:
+            return END
+        return COMPENSATE if nxt.action is Action.COMPENSATE else nxt.step.agent
+
+    def labelled(routes: Mapping[str, list[str]]) -> dict[str, str]:
+        order = [*agents, COMPENSATE, SUPERVISOR, END]
+        return {node: " / ".join(routes[node]) for node in sorted(routes, key=order.index)}
+
+    first = workflow.steps[0]
+    entering: dict[str, list[str]] = {first.agent: [workflow.started_event]}
+    for step in workflow.steps:
+        entering.setdefault(step.agent, []).append(saga.resumed_event(step))
+    entering.setdefault(COMPENSATE, []).append("restart after a crash")
+    entering.setdefault(END, []).append("restart after a crash")
+    if model_supervisor:
+        entering[SUPERVISOR] = ["handoff refused"]
+        back = {SUPERVISOR: ["every event"]}
+        return {SUPERVISOR: labelled(entering), COMPENSATE: labelled(back)} | {a: labelled(back) for a in agents}
+    routes: dict[str, dict[str, list[str]]] = {SUPERVISOR: entering, COMPENSATE: {}}
+    for i, step in enumerate(workflow.steps):
+        emitted = [step.events.succeeded, step.events.failed, saga.stopped_event(step)]
+        if step.approval is not None:
+            emitted.append(f"{step.title}Rejected")
+        for event_type in emitted:
+            routes.setdefault(step.agent, {}).setdefault(goes_to(event_type), []).append(event_type)
+        if i < len(workflow.steps) - 1:  # the last step is never undone: nothing fails after it
+            for event_type in (step.events.compensated, saga.compensation_failed_event(step)):
+                routes[COMPENSATE].setdefault(goes_to(event_type), []).append(event_type)
+    return {node: labelled(targets) for node, targets in routes.items()}
 
 
 def build_graph(
@@ -102,15 +170,33 @@ def build_graph(
     event_log: EventLog,
     supervisor: Supervisor | None = None,
     parameters: Mapping[str, Any] | None = None,
-) -> StateGraph[RunState, Any, RunState, RunState]:
+    start_from: Literal["event", "input"] = "event",
+    run_id: str | None = None,
+    configurable_parameters: Collection[str] = (),
+) -> StateGraph[RunState, Any, Any, RunState]:
     """The (uncompiled) supervisor graph for ``runner.workflow``.
 
     Every node appends the events it emits to ``event_log`` as it emits them; they
     join their cause's run, and re-appending (a node re-run after a crash) is a no-op.
+
+    * ``start_from="event"`` -- the graph's input is a :data:`RunState` holding the
+      run's start event (what :class:`Orchestrator` gives it);
+    * ``start_from="input"`` -- the graph's input is the workflow's own input (an
+      order), its schema ``workflow.input_model``'s: an ``accept`` node validates
+      it and logs its start event under ``run_id`` (an id whose run the log shows
+      ended is answered from it, one stopped by a model outage is resumed) -- what
+      LangGraph's own tooling (``langgraph dev``) wants;
+    * ``parameters`` -- the run parameters the workflow's rules read (an approval
+      threshold); each name in ``configurable_parameters`` is read from the
+      invocation's ``config["configurable"]`` at run time when present there.
+
+    Raises WorkflowDefinitionError when ``start_from="input"`` and a field of the
+    input model has the name of a state key (``last``, ``step``, ``supervisor_usage``).
     """
     workflow = runner.workflow
     agent_nodes = workflow.agent_names
     params = dict(parameters or {})
+    from_config = frozenset(configurable_parameters)
 
     def latest(state: RunState) -> Event:
         return Event.model_validate(state["last"])
@@ -146,18 +232,56 @@ def build_graph(
         if supervisor is None or nxt is None or nxt.action is not Action.PERFORM:
             return route([], last)
         assert nxt.step is not None
-        problem, usage = await supervisor.choose(last, nxt)
+        try:
+            problem, usage = await supervisor.choose(last, nxt)
+        except ModelUnavailable as exc:  # our outage, like an agent's: stop, or fail for attention
+            outage = saga.performed(nxt.step, runner.model_unavailable(exc.reason), cause=last)
+            return Command(goto=SUPERVISOR, update=emit(outage))
         spent = [usage.model_dump()]
         if problem is not None:
             failed = saga.performed(nxt.step, StepReport(ok=False, reason=problem), cause=last)
             return Command(goto=SUPERVISOR, update={**emit(failed), "supervisor_usage": spent})
         return Command(goto=nxt.step.agent, update={"step": nxt.step.name, "supervisor_usage": spent})
 
-    async def perform(state: RunState) -> Command[str]:
+    async def accept(state: BaseModel) -> Command[str]:
+        """The workflow's input (``state``: an instance of its input model): validated,
+        its start event logged, handed to the supervisor -- unless the log already
+        knows the id (see ``start_from``)."""
+        validated = workflow.validate_input(state)
+        workflow_id = workflow.workflow_id(validated)
+        logged = event_log.events(workflow_id)
+        if logged and saga.is_terminal(logged[-1].type):
+            return Command(goto=END, update={"last": logged[-1].model_dump(mode="json"), "step": ""})
+        if logged and saga.is_stop(logged[-1].type):
+            first = saga.resumed(cause=logged[-1])
+            event_log.append([first])
+        else:
+            first = saga.started(workflow_id, validated.model_dump(mode="json"))
+            event_log.append([first], run_id=run_id)
+        return Command(goto=SUPERVISOR, update={"last": first.model_dump(mode="json"), "step": ""})
+
+    def requested_before(last: Event) -> str | None:
+        """The reason of an approval request the log holds for the trigger ``last``."""
+        for logged in event_log.events(last.subject):
+            if logged.causation_id == last.id and saga.is_pause(logged.type):
+                return str(logged.data.get("reason") or "")
+        return None
+
+    def run_parameters(config: RunnableConfig) -> dict[str, Any]:
+        configurable = config.get("configurable") or {}
+        return {**params, **{name: configurable[name] for name in from_config if name in configurable}}
+
+    async def perform(state: RunState, config: RunnableConfig) -> Command[str]:
         last = latest(state)
         step = workflow.step(state["step"])
         cause, emitted = last, []
-        reason = saga.approval_reason(step, cause=last, parameters=params)
+        reason = saga.approval_reason(step, cause=last, parameters=run_parameters(config))
+        if reason is None and step.approval is not None:
+            # The rule was applied when the step was first reached; a re-run on resume
+            # (maybe with other parameters: `approve` without --param, another
+            # configurable) must pause on the request it logged then, or it would
+            # skip the person's decision it is resumed with.
+            reason = requested_before(last)
         if reason is not None:
             requested = saga.approval_requested(step, reason, cause=last)
             event_log.append([requested])  # visible to `coordinator status` while paused
@@ -188,13 +312,25 @@ def build_graph(
         report = await runner.compensate(step, workflow_id=last.subject, result=last.data["results"][step.name])
         return handoff([saga.compensated(step, report, cause=last)], last)
 
-    graph: StateGraph[RunState, Any, RunState, RunState] = StateGraph(RunState)
-    everywhere = (SUPERVISOR, *agent_nodes, COMPENSATE, END)
-    graph.add_node(SUPERVISOR, supervise, destinations=everywhere)
+    destinations = node_destinations(saga, model_supervisor=supervisor is not None)
+    graph: StateGraph[RunState, Any, Any, RunState]
+    if start_from == "input":
+        clash = sorted(set(workflow.input_model.model_fields) & set(RunState.__annotations__))
+        if clash:
+            raise WorkflowDefinitionError(
+                f"the input model {workflow.input_model.__name__} of workflow {workflow.name!r} has fields named "
+                f"like the graph's state keys: {clash}; rename them, or run the graph from events (start_from='event')"
+            )
+        graph = StateGraph(RunState, input_schema=workflow.input_model, output_schema=RunState)
+        graph.add_node(ACCEPT, accept, input_schema=workflow.input_model, destinations=(SUPERVISOR, END))
+        graph.add_edge(START, ACCEPT)
+    else:
+        graph = StateGraph(RunState)
+        graph.add_edge(START, SUPERVISOR)
+    graph.add_node(SUPERVISOR, supervise, destinations=destinations[SUPERVISOR])
     for name in agent_nodes:
-        graph.add_node(name, perform, destinations=everywhere)
-    graph.add_node(COMPENSATE, compensate, destinations=everywhere)
-    graph.add_edge(START, SUPERVISOR)
+        graph.add_node(name, perform, destinations=destinations[name])
+    graph.add_node(COMPENSATE, compensate, destinations=destinations[COMPENSATE])
     return graph
 
 
@@ -225,7 +361,7 @@ class Orchestrator:
         self.event_log: EventLog = event_log if event_log is not None else MemoryEventLog()
         self._forget_ended = checkpointer is None
         self.checkpointer: BaseCheckpointSaver[Any] = checkpointer if checkpointer is not None else InMemorySaver()
-        self.graph: CompiledStateGraph[RunState, Any, RunState, RunState] = build_graph(
+        self.graph: CompiledStateGraph[RunState, Any, Any, RunState] = build_graph(
             runner, saga, event_log=self.event_log, supervisor=supervisor, parameters=runner.settings.parameters
         ).compile(checkpointer=self.checkpointer, name=runner.workflow.name)
         # Each step visits the supervisor and one worker node (an approval pauses
@@ -276,6 +412,17 @@ class Orchestrator:
         logged = self.event_log.events(workflow_id)
         if logged and self.saga.is_terminal(logged[-1].type):
             return self._result(workflow_id, logged, snapshot.values, started)
+        if logged and self.saga.is_stop(logged[-1].type):
+            # Stopped by a model outage: the graph ended there. Resuming is a new
+            # invocation from the Resumed event, logged first like every event.
+            resumed = self.saga.resumed(cause=logged[-1])
+            self.event_log.append([resumed])
+            return await self._start(resumed, started)
+        checkpointed = snapshot.values.get("last")
+        if checkpointed and self.saga.is_stop(checkpointed["type"]):
+            # The graph ended at a stop and the run was resumed since, but the
+            # checkpoints of that resumption were lost: carry on from the log.
+            return await self._start(logged[-1], started)
         if not snapshot.values.get("last"):
             first = next((e for e in logged if e.type == self.saga.workflow.started_event), None)
             if first is None:

@@ -1,32 +1,48 @@
-"""The orchestration graph for tools that want a graph object: `coordinator graph`,
-and LangGraph's own tooling through ``langgraph.json`` (``langgraph dev`` loads
-:func:`make_graph`).
+"""The orchestration graph for tools that want a graph object: ``coordinator graph``
+(:func:`compile_graph`), and LangGraph's own tooling through ``langgraph.json``
+(``langgraph dev`` loads :func:`make_graph`; see :func:`studio_graph`).
 
-The graph is the one :class:`graphs.orchestrator.Orchestrator` runs, built over the
-app's default environment (in-process services, the scripted fake models). Its
-input is ``{"last": <the workflow's start event as JSON>}``.
+The Studio graph is the graph :class:`graphs.orchestrator.Orchestrator` runs, entered
+from the workflow's own input: its input schema is the input model's (an order), its
+run parameters come from ``config["configurable"]`` (``approval_threshold_cents``),
+and it writes to the state directory's event log, so its runs show in ``coordinator
+status`` and ``coordinator trace`` like any other (docs/architecture.md, "LangGraph
+tooling").
 """
 
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
+from agents.agent import Agent
 from agents.runner import StepRunner
 from coordinator.app import AppOptions, WorkflowApp
-from coordinator.eventlog import MemoryEventLog
+from coordinator.errors import CoordinatorError
+from coordinator.eventlog import MemoryEventLog, SqliteEventLog
 from coordinator.events import EventFactory
 from coordinator.saga import Saga
+from coordinator.settings import STATE_DIR_VARIABLE, RunSettings, default_state_dir
+from coordinator.workflow import Workflow
 from graphs.orchestrator import RunState, build_graph
 
-__all__ = ["compile_graph", "make_graph"]
+__all__ = ["ORDER_PARAMETERS", "compile_graph", "make_graph", "studio_graph"]
+
+#: The order workflow's run parameters a Studio run may set in ``configurable``.
+ORDER_PARAMETERS = ("approval_threshold_cents",)
 
 
 async def compile_graph(
     workflow_app: WorkflowApp, *, checkpointer: Any = None
-) -> CompiledStateGraph[RunState, Any, RunState, RunState]:
-    """Compile ``workflow_app``'s orchestration graph over its default environment."""
+) -> CompiledStateGraph[RunState, Any, Any, RunState]:
+    """Compile ``workflow_app``'s orchestration graph over its default environment
+    (for drawing: it logs to memory)."""
     async with workflow_app.environment(AppOptions()) as env:
         runner = StepRunner(workflow_app.workflow, env.agents)
     saga = Saga(workflow_app.workflow, factory=EventFactory())
@@ -34,16 +50,87 @@ async def compile_graph(
     return graph.compile(checkpointer=checkpointer, name=workflow_app.workflow.name)
 
 
-def make_graph() -> CompiledStateGraph[RunState, Any, RunState, RunState]:
+def studio_graph(
+    workflow: Workflow,
+    agents: Sequence[Agent],
+    *,
+    state_dir: Path | None = None,
+    settings: RunSettings | None = None,
+    configurable_parameters: Collection[str] = (),
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> CompiledStateGraph[RunState, Any, Any, RunState]:
+    """``workflow``'s orchestration graph, taking the workflow's input as its input.
+
+    Invoke it with an input (``graph.ainvoke(order, config)``): the ``accept`` node
+    validates it and logs its start event, then the run goes on as under
+    :class:`~graphs.orchestrator.Orchestrator` (an approval pauses it with
+    ``interrupt``; resume with ``Command(resume={"approved": ..., "by": ...})``).
+    The output is the run's latest event (``{"last": ...}``).
+
+    * ``state_dir`` -- whose ``events.db`` the runs are logged to, under one run id
+      of their own recorded as orchestration (default: ``$COORDINATOR_STATE_DIR``,
+      else ``./.coordinator``, which is created if its parent exists);
+    * ``configurable_parameters`` -- run parameters read from each invocation's
+      ``config["configurable"]`` (over ``settings.parameters``);
+    * ``checkpointer`` -- None when the LangGraph server supplies its own.
+
+    Raises CoordinatorError naming the directory when the state directory cannot be
+    created.
+    """
+    settings = settings or RunSettings()
+    event_log = SqliteEventLog(_state_directory(state_dir) / "events.db")
+    run_id = f"studio-{uuid.uuid4().hex[:12]}"
+    event_log.begin_run(run_id, workflow=workflow.name, mode="orchestration")
+    runner = StepRunner(workflow, agents, settings=settings)
+    saga = Saga(workflow, factory=EventFactory(seed=settings.seed))
+    graph = build_graph(
+        runner,
+        saga,
+        event_log=event_log,
+        parameters=settings.parameters,
+        start_from="input",
+        run_id=run_id,
+        configurable_parameters=configurable_parameters,
+    ).compile(checkpointer=checkpointer, name=workflow.name)
+    # As Orchestrator's limit, plus the accept node: a loop fails loudly.
+    return graph.with_config(recursion_limit=4 * len(workflow.steps) + 7)
+
+
+def make_graph() -> CompiledStateGraph[RunState, Any, Any, RunState]:
     """The flagship order-fulfilment graph, for ``langgraph.json``.
 
-    Its agents call in-process sandbox services through a client that lives as long
-    as the graph (the LangGraph server supplies the checkpointer).
+    Its agents (scripted fake models) call in-process sandbox services kept in the
+    state directory's ``sandbox.db``, through a client that lives as long as the
+    graph -- the services ``coordinator run`` uses there, so ``coordinator status``,
+    ``trace`` and ``resume`` see the same world. LangGraph's server calls a graph
+    factory on every request: one graph (one run id, one log connection) is built
+    per state directory and reused.
     """
+    return _order_graph(_state_directory(None).resolve())
+
+
+@functools.cache
+def _order_graph(directory: Path) -> CompiledStateGraph[RunState, Any, Any, RunState]:
     from agents.orders import ORDER_FULFILMENT, order_agents
     from tools.sandbox import Sandbox
 
-    client = Sandbox().client()
-    runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client))
-    saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
-    return build_graph(runner, saga, event_log=MemoryEventLog()).compile(name=ORDER_FULFILMENT.name)
+    client = Sandbox(store=directory / "sandbox.db").client()
+    return studio_graph(
+        ORDER_FULFILMENT,
+        order_agents(client=client),
+        state_dir=directory,
+        configurable_parameters=ORDER_PARAMETERS,
+    )
+
+
+def _state_directory(explicit: Path | None) -> Path:
+    """``explicit`` or the default state directory, created if its parent exists."""
+    directory = explicit if explicit is not None else default_state_dir()
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise CoordinatorError(
+            f"cannot use {str(directory)!r} as the state directory ({exc.strerror}); create its parent or set "
+            f"{STATE_DIR_VARIABLE} to an existing directory"
+        ) from None
+    return directory

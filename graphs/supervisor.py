@@ -6,6 +6,10 @@ handoff: a call to an unknown agent, to a step out of order (skipping one, going
 back, looping) or anything but one handoff is refused with a message naming the
 fault, and the model is re-asked at most ``max_reasks`` times; after that the step
 fails (and the completed ones are compensated). The model never chooses undo.
+
+Its model calls are retried like an agent's (:func:`agents.runner.ask_model`); a
+model that gives no answer raises :class:`~coordinator.errors.ModelUnavailable`,
+which the graph treats like an agent's outage (``RunSettings.on_model_unavailable``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict
 
+from agents.runner import ask_model
 from agents.task import render_task
+from coordinator.errors import StepError
 from coordinator.events import Event
 from coordinator.results import Usage
 from coordinator.saga import NextAction
+from coordinator.settings import Backoff
 from coordinator.workflow import Workflow
 
 __all__ = ["ModelSupervisor", "handoff_tool_name"]
@@ -56,17 +63,27 @@ def _handoff(agent: str) -> BaseTool:
 
 
 class ModelSupervisor:
-    """Chooses agents with ``model``; see the module docstring for the guard."""
+    """Chooses agents with ``model``; see the module docstring for the guard.
 
-    def __init__(self, model: BaseChatModel, workflow: Workflow, *, max_reasks: int = 2) -> None:
+    ``retries`` is the backoff of a failed model call (pass the run's
+    ``RunSettings.tool_retries``, as :func:`coordinator.run.open_coordinator` does).
+    """
+
+    def __init__(
+        self, model: BaseChatModel, workflow: Workflow, *, max_reasks: int = 2, retries: Backoff | None = None
+    ) -> None:
         self.workflow = workflow
         self.max_reasks = max_reasks
+        self.retries = retries or Backoff()
         self._agents = {handoff_tool_name(a): a for a in workflow.agent_names}
         self._model: Runnable[Any, BaseMessage] = model.bind_tools([_handoff(a) for a in workflow.agent_names])
         self._plan = [{"step": s.name, "agent": s.agent, "does": s.description} for s in workflow.steps]
 
     async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]:
-        """Ask the model for the handoff the saga expects; see :class:`Supervisor`."""
+        """Ask the model for the handoff the saga expects; see :class:`Supervisor`.
+
+        Raises ModelUnavailable when the model gives no answer after its retries.
+        """
         assert expected.step is not None
         step = expected.step
         done = list(last.data.get("results", {}))
@@ -85,8 +102,16 @@ class ModelSupervisor:
         usage = Usage()
         problems: list[str] = []
         for _ in range(self.max_reasks + 1):
-            answer = await self._model.ainvoke(messages)
-            assert isinstance(answer, AIMessage)
+            try:
+                answer = await ask_model(
+                    self._model,
+                    messages,
+                    backoff=self.retries,
+                    key=f"{last.subject}/{step.name}/supervisor",
+                    who="the supervisor",
+                )
+            except StepError as exc:  # this request refused (a replay miss, say): the step fails
+                return f"the supervisor's model call failed: {exc.reason}", usage
             meta = answer.usage_metadata
             usage = usage + Usage(
                 model_calls=1,

@@ -74,6 +74,9 @@ async def run_orders(
             injection.arm()
             results = await coordinator.run_many(inputs, concurrency=8)
             injection.end_outage()
+            # Runs a model outage stopped are carried on once it is over, as an
+            # operator's `coordinator resume` would.
+            results = [await coordinator.resume(r.workflow_id) if stopped(r) else r for r in results]
             if inner is not None:
                 await inner.wait_idle()
     finally:
@@ -83,6 +86,11 @@ async def run_orders(
     runs = events_of(log, [o["order_id"] for o in orders])
     report = check_orders(ORDER_FULFILMENT, sandbox, runs, results=results, counters=sandbox.counters)
     return results, report, injection, sandbox
+
+
+def stopped(result: WorkflowResult) -> bool:
+    """Whether a model outage stopped ``result``'s run (its last event is a ``<Step>Stopped``)."""
+    return bool(result.events) and result.events[-1].type.endswith("Stopped")
 
 
 # -- specs and schedules ------------------------------------------------------------------
@@ -259,14 +267,26 @@ async def test_the_same_plan_gives_the_same_event_log_twice() -> None:
     assert logs[0] == logs[1]
 
 
-async def test_orchestration_retries_a_downed_agent_then_fails_its_step() -> None:
+async def test_orchestration_retries_a_downed_agent_then_stops_the_run_until_it_is_back() -> None:
     plan = FaultPlan(outage=Outage(participant="payment", for_ms=10_000))
-    results, report, injection, _ = await run_orders("orchestration", plan, example_orders()[:2])
+    results, report, injection, sandbox = await run_orders("orchestration", plan, example_orders()[:2])
     assert report.ok, report.render()
-    assert all(r.status is WorkflowStatus.COMPENSATED for r in results)
-    assert "agent 'payment' is unreachable (injected outage)" in (results[0].reason or "")
+    # Resumed after the outage: completed, charged once, the stop on the record.
+    assert all(r.status is WorkflowStatus.COMPLETED for r in results)
+    stop = next(e for e in results[0].events if e.type == "PaymentStopped")
+    assert "agent 'payment' is unreachable (injected outage)" in stop.data["reason"]
+    assert [len(sandbox.effects_for(r.workflow_id).charges) for r in results] == [1, 1]
     # every attempt of the step runner's tool_retries reached the model and was refused
     assert injection.stats.outage_refusals == 2 * FAST.tool_retries.max_attempts
+
+
+async def test_with_the_compensate_policy_a_downed_agent_leaves_orders_needing_attention() -> None:
+    plan = FaultPlan(outage=Outage(participant="payment", for_ms=10_000))
+    settings = FAST.model_copy(update={"on_model_unavailable": "compensate"})
+    results, report, _, _ = await run_orders("orchestration", plan, example_orders()[:2], settings=settings)
+    assert report.ok, report.render()
+    assert all(r.status is WorkflowStatus.NEEDS_ATTENTION for r in results)
+    assert "agent 'payment' is unreachable (injected outage)" in (results[0].reason or "")
 
 
 async def test_choreography_waits_for_a_participant_that_comes_back_before_the_deadline() -> None:

@@ -25,6 +25,7 @@ Examples are derandomised (the same examples every run, so CI is deterministic);
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -253,6 +254,17 @@ async def run_case(case: Case, mode: str) -> tuple[InvariantReport, list[Workflo
             errors = [o for o in outcomes if not isinstance(o, WorkflowResult)]
             assert all(isinstance(e, TimeoutError) for e in errors), errors
             injection.end_outage()  # the participant comes back and handles what queued up
+            # A run stopped because a model could not be reached (a downed agent, or a
+            # step timeout while it was asked) is resumed now, as an operator would;
+            # under load a tiny step timeout may stop it again, so a few rounds.
+            for _ in range(5):
+                stopped = [r for r in results if r.events and coordinator.saga.is_stop(r.events[-1].type)]
+                if not stopped:
+                    break
+                for result in stopped:
+                    with contextlib.suppress(TimeoutError):  # reported by the `ended` rule
+                        again = await asyncio.wait_for(coordinator.resume(result.workflow_id), RUN_TIMEOUT)
+                        results[results.index(result)] = again
             if inner is not None:
                 await inner.wait_idle(timeout=RUN_TIMEOUT)  # late duplicates and re-announcements settle
     finally:

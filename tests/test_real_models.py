@@ -1,6 +1,7 @@
 """A real LangChain client (langchain-openai's ChatOpenAI) against an OpenAI-compatible
 server on loopback (:mod:`tests.openai_stub`): the example orders in both modes,
-real-model faults, retries, a provider that stays down, and cassettes recorded
+real-model faults, retries, a provider that stays down (the run stops, nothing
+undone), and cassettes recorded
 against it and replayed without it."""
 
 from __future__ import annotations
@@ -183,22 +184,43 @@ async def test_a_request_that_times_out_is_retried(stub_server: StubServer) -> N
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_provider_that_stays_down_fails_the_step_and_the_rest_is_undone(
-    mode: str, stub_server: StubServer
-) -> None:
+async def test_a_provider_that_stays_down_stops_the_run_with_nothing_undone(mode: str, stub_server: StubServer) -> None:
     stub = OpenAIStub(Fault("unavailable", times=10**9, tool="schedule_shipment"))
     settings = FAST.model_copy(update={"tool_retries": Backoff(max_attempts=3, initial_delay=0.001)})
     with stub_server.serving(stub) as url:
         async with chat_openai(url) as model:
             results, sandbox = await run_example_orders(mode, model, orders=example_orders()[:1], settings=settings)
     (result,) = results
-    assert result.status is WorkflowStatus.COMPENSATED
+    # Our provider's outage is not the customer's answer: the order waits, resumable.
+    assert result.status is WorkflowStatus.FAILED
+    assert [s.status for s in result.steps] == [StepStatus.SUCCEEDED, StepStatus.SUCCEEDED, StepStatus.PENDING]
+    assert result.reason is not None and result.reason.startswith(
+        "step 'shipping' stopped, nothing undone: the model of agent 'shipping' could not be reached: "
+        "3 calls failed, last: "
+    )
+    assert "503" in result.reason
+    assert stub.statuses()[503] == 3
+    assert sandbox.effects_for("o-1001").counts == {"reservation:held": 1, "charge:captured": 1}
+
+
+async def test_with_the_compensate_policy_a_provider_that_stays_down_leaves_the_order_needing_attention(
+    stub_server: StubServer,
+) -> None:
+    stub = OpenAIStub(Fault("unavailable", times=10**9, tool="schedule_shipment"))
+    settings = FAST.model_copy(
+        update={"tool_retries": Backoff(max_attempts=3, initial_delay=0.001), "on_model_unavailable": "compensate"}
+    )
+    with stub_server.serving(stub) as url:
+        async with chat_openai(url) as model:
+            results, sandbox = await run_example_orders(
+                "orchestration", model, orders=example_orders()[:1], settings=settings
+            )
+    (result,) = results
+    assert result.status is WorkflowStatus.NEEDS_ATTENTION
     assert [s.status for s in result.steps] == [StepStatus.COMPENSATED, StepStatus.COMPENSATED, StepStatus.FAILED]
     shipping = result.outcome("shipping")
-    assert shipping.reason is not None and shipping.reason.startswith("model call failed 3 times, last: ")
-    assert "503" in shipping.reason
-    assert stub.statuses()[503] == 3
-    assert check_order_effects(sandbox, results) == []
+    assert shipping.reason is not None and "could not be reached: 3 calls failed" in shipping.reason
+    assert sandbox.effects_for("o-1001").outstanding == []
 
 
 async def test_a_recorded_session_replays_identically_without_the_server(
@@ -264,7 +286,7 @@ async def test_resolve_model_takes_the_key_and_base_url_from_the_environment_onl
     assert result.outcome("payment").rejections  # a rejection was recorded, without the key
 
 
-async def test_a_refused_key_fails_the_step_at_once_and_never_reaches_the_event_log(
+async def test_a_refused_key_stops_the_run_at_once_and_never_reaches_the_event_log(
     monkeypatch: pytest.MonkeyPatch, stub_server: StubServer
 ) -> None:
     secret = "sk-test-0c5e2b7d-refused"
@@ -276,10 +298,13 @@ async def test_a_refused_key_fails_the_step_at_once_and_never_reaches_the_event_
             model = resolve_model("openai:stub-model", options={"max_retries": 0, "http_async_client": http})
             results, sandbox = await run_example_orders("orchestration", model, orders=example_orders()[:1])
     (result,) = results
-    assert result.status is WorkflowStatus.COMPENSATED
-    payment = result.outcome("payment")
-    assert payment.reason is not None and payment.reason.startswith("model call failed: OpenAIAuthenticationError: ")
-    assert payment.reason.endswith("Incorrect API key provided: ***")
+    # A refused key is our configuration, not the customer's answer: the run stops.
+    assert result.status is WorkflowStatus.FAILED
+    assert result.reason is not None and result.reason.startswith(
+        "step 'payment' stopped, nothing undone: the model of agent 'payment' refused our configuration "
+        "(HTTP 401): OpenAIAuthenticationError: "
+    )
+    assert "Incorrect API key provided: ***" in result.reason
     assert stub.statuses()[401] == 1  # a refused key is not retried
     assert secret not in json.dumps([e.to_json() for e in result.events]) + result.model_dump_json()
-    assert check_order_effects(sandbox, results) == []
+    assert sandbox.effects_for("o-1001").counts == {"reservation:held": 1}
