@@ -229,6 +229,23 @@ ReplayOption = Annotated[
     Path | None,
     typer.Option("--replay", exists=True, file_okay=False, help="answer from the cassette DIR instead of any model"),
 ]
+
+
+class OnModelUnavailable(StrEnum):
+    """What a step does when its model cannot be reached (``RunSettings.on_model_unavailable``)."""
+
+    stop = "stop"
+    compensate = "compensate"
+
+
+OnModelUnavailableOption = Annotated[
+    OnModelUnavailable,
+    typer.Option(
+        "--on-model-unavailable",
+        help="when a step's model cannot be reached after its retries: stop the run (failed, nothing undone; "
+        "`coordinator resume` carries it on) or compensate (the run ends needs_attention)",
+    ),
+]
 RunIdOption = Annotated[
     str | None,
     typer.Option(
@@ -271,6 +288,7 @@ class SessionOptions:
     replay: Path | None = None
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     run_id: str | None = None
+    on_model_unavailable: str = "stop"
 
 
 @dataclass
@@ -543,7 +561,11 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
         replay=str(options.replay) if options.replay else None,
     )
     clock: Clock = LogicalClock() if options.logical_clock else SystemClock()
-    settings = RunSettings(seed=options.seed, parameters=parameters)
+    settings = RunSettings(
+        seed=options.seed,
+        parameters=parameters,
+        on_model_unavailable="compensate" if options.on_model_unavailable == "compensate" else "stop",
+    )
     deadline = options.deadline
     hosts_owner = options.participants is None or "owner" in options.participants
     if options.mode == "choreography" and deadline is None and hosts_owner:
@@ -674,6 +696,7 @@ def run(
     model: ModelOption = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
+    on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
     fail_on: Annotated[
         list[FailOn] | None,
         typer.Option("--fail-on", help="also exit 3 when a run ends so (CI jobs that expect every run to complete)"),
@@ -723,15 +746,20 @@ def run(
         deadline=deadline,
         max_input_bytes=max_input_bytes,
         run_id=run_id,
-        **_model_options(model, record, replay),
+        **_model_options(model, record, replay, on_model_unavailable),
     )
     statuses = tuple(WorkflowStatus(f.value) for f in fail_on or ())
     raise typer.Exit(asyncio.run(_run(file, options, json_output, statuses)))
 
 
-def _model_options(model: list[str] | None, record: Path | None, replay: Path | None) -> dict[str, Any]:
-    """The SessionOptions fields of --model/--record/--replay, checked now so a typo fails
-    before anything runs (ModelError names the value)."""
+def _model_options(
+    model: list[str] | None,
+    record: Path | None,
+    replay: Path | None,
+    on_unavailable: OnModelUnavailable = OnModelUnavailable.stop,
+) -> dict[str, Any]:
+    """The SessionOptions fields of --model/--record/--replay/--on-model-unavailable,
+    checked now so a typo fails before anything runs (ModelError names the value)."""
     from agents.models import parse_model_options
     from coordinator.errors import ModelError
 
@@ -739,7 +767,12 @@ def _model_options(model: list[str] | None, record: Path | None, replay: Path | 
         parse_model_options(model, record=record, replay=replay)
     except ModelError as exc:
         raise fail(str(exc)) from None
-    return {"models": tuple(model or ()), "record": record, "replay": replay}
+    return {
+        "models": tuple(model or ()),
+        "record": record,
+        "replay": replay,
+        "on_model_unavailable": on_unavailable.value,
+    }
 
 
 def _hosted(workers: str) -> tuple[str, ...] | None:
@@ -874,6 +907,8 @@ def _status_of(event: Event, workflow_app: WorkflowApp | None = None) -> str:
         return WorkflowStatus.COMPLETED.value
     if workflow_app is not None and event.type == workflow_app.workflow.cancelled_event:
         return str(event.data.get("status", WorkflowStatus.COMPENSATED.value))
+    if workflow_app is not None and event.type in {Saga.stopped_event(s) for s in workflow_app.workflow.steps}:
+        return WorkflowStatus.FAILED.value  # stopped: its model could not be reached; resume carries it on
     return "in flight"
 
 
@@ -999,6 +1034,7 @@ def resume(
     model: ModelOption = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
+    on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
     json_output: RunJsonOption = False,
     state_directory: StateDirOption = None,
 ) -> None:
@@ -1030,7 +1066,7 @@ def resume(
                 continue
             if resolver.explicit is not None and not asked and resolved.spec != resolver.explicit:
                 continue  # --workflow: only that app's runs
-            if asked or _status_of(event, resolved.app) == "in flight":
+            if asked or _status_of(event, resolved.app) in ("in flight", WorkflowStatus.FAILED.value):
                 assert resolved.spec is not None
                 mode = run_record.mode if run_record is not None else "orchestration"
                 groups.setdefault((resolved.spec, mode), []).append(subject)
@@ -1058,7 +1094,7 @@ def resume(
         parameters=parse_parameters(param),
         concurrency=concurrency,
         state_dir=directory,
-        **_model_options(model, record, replay),
+        **_model_options(model, record, replay, on_model_unavailable),
     )
     codes = [
         asyncio.run(
@@ -1170,6 +1206,7 @@ def _decision_command(approved: bool, summary: str) -> Callable[..., None]:
         model: ModelOption = None,
         record: RecordOption = None,
         replay: ReplayOption = None,
+        on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
         json_output: RunJsonOption = False,
         state_directory: StateDirOption = None,
     ) -> None:
@@ -1179,7 +1216,7 @@ def _decision_command(approved: bool, summary: str) -> Callable[..., None]:
             bus=bus,
             bus_prefix=bus_prefix,
             parameters=parse_parameters(param),
-            **_model_options(model, record, replay),
+            **_model_options(model, record, replay, on_model_unavailable),
         )
         _decide(workflow_id, approved, by, note, state_dir(state_directory), workflow, overrides, json_output)
 
@@ -1216,6 +1253,7 @@ def worker(
     model: ModelOption = None,
     record: RecordOption = None,
     replay: ReplayOption = None,
+    on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
     state_directory: StateDirOption = None,
 ) -> None:
     """Run one choreography participant as its own process, until SIGTERM or Ctrl-C.
@@ -1239,7 +1277,7 @@ def worker(
         participants=(participant,),
         outbox=outbox,
         deadline=deadline,
-        **_model_options(model, record, replay),
+        **_model_options(model, record, replay, on_model_unavailable),
     )
     asyncio.run(_work(options))
 

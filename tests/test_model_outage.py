@@ -335,10 +335,28 @@ def test_the_command_line_exits_3_for_stopped_orders_and_resume_finishes_them(
         "step 'payment' stopped, nothing undone: the model of agent 'payment' could not be reached"
         in (rows["o-1001"]["reason"])
     )
+    status = {
+        r["workflow_id"]: r["status"]
+        for r in map(json.loads, cli.invoke(app, ["status", "--json"]).stdout.splitlines())
+    }
+    assert {o: status[o] for o in STOPPED} == {o: "failed" for o in STOPPED}  # stopped, not "in flight"
     resume = cli.invoke(app, ["resume", "--json"])  # the fake model: the provider is back
     assert resume.exit_code == 0, resume.output
     finished = {r["workflow_id"]: r["status"] for r in map(json.loads, resume.stdout.splitlines())}
     assert finished == {o: EXPECTED[o].value for o in STOPPED}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_command_line_can_compensate_instead_and_the_runs_need_attention(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COORDINATOR_STATE_DIR", str(tmp_path / "state"))
+    down = ["--model", "payment=tests.test_model_outage:unreachable_payment_model"]
+    policy = ["--on-model-unavailable", "compensate"]
+    run = CliRunner().invoke(app, ["run", str(EXAMPLES / "orders.jsonl"), "--mode", mode, "--json", *down, *policy])
+    assert run.exit_code == 3, run.output
+    rows = {r["workflow_id"]: r["status"] for r in map(json.loads, run.stdout.splitlines())}
+    assert rows == {o: "needs_attention" for o in STOPPED} | {"o-1003": "compensated"}
 
 
 def test_stopping_is_the_default_policy() -> None:
