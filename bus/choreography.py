@@ -50,7 +50,7 @@ from agents.runner import StepRunner
 from bus.base import EventBus, Handler, Subscription
 from bus.memory import InMemoryBus
 from bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
-from coordinator.errors import CoordinatorError, UntrustedEvent
+from coordinator.errors import BusClosed, BusError, CoordinatorError, UntrustedEvent
 from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
 from coordinator.events import Event
 from coordinator.results import WorkflowResult, WorkflowStatus
@@ -159,6 +159,7 @@ class Choreography:
       Deadlines live in the participant store when there is one, so any process
       hosting the owner on that store takes over those of an owner that died;
     * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause;
+    * ``broker_wait`` -- how long :meth:`start` waits for a broker that is down;
     * ``keys`` -- the :class:`~coordinator.signing.Keyring` that signs what this
       process's participants emit and checks who emitted what they receive; it must
       be the signer of ``saga.factory``. Without keys events are neither signed nor
@@ -186,6 +187,7 @@ class Choreography:
         run_timeout: float = 300.0,
         store: ParticipantStore | None = None,
         deadline: float | None = None,
+        broker_wait: float = 120.0,
         keys: Keyring | None = None,
     ) -> None:
         if keys is not None and saga.factory.signer is not keys:
@@ -210,20 +212,28 @@ class Choreography:
         self.store = store
         self.relay = OutboxRelay(store, bus) if store is not None else None
         self.deadline = deadline
+        self.broker_wait = broker_wait
         self.deadlines: Deadlines = store if store is not None else MemoryDeadlines()
         self.keys = keys
         self.projection = StatusProjection(saga)
         self._subscriptions: list[Subscription] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        self._started = False
 
     def group(self, participant: str) -> str:
         """The consumer group a participant subscribes under."""
         return f"{self.runner.workflow.name}.{participant}"
 
     async def start(self) -> None:
-        """Subscribe every hosted participant and start the outbox relay. Idempotent."""
-        if self._subscriptions:
-            return
+        """Subscribe every hosted participant and start the outbox relay. Idempotent,
+        and safe to call from concurrent runs (they wait for one start)."""
+        async with self._starting:
+            if not self._started:
+                await self._start()
+                self._started = True
+
+    async def _start(self) -> None:
         if self.keys is not None:
             # Fail now, not at the first event, when a hosted participant has no key.
             for participant in self.participants - {PROJECTION}:
@@ -240,16 +250,33 @@ class Choreography:
             if participant in self.participants:
                 handler = self._handler(self.group(participant), table)
                 self._subscriptions.append(
-                    await self.bus.subscribe(
-                        self.group(participant), list(table), handler, concurrency=self.concurrency
-                    )
+                    await self._subscribe(self.group(participant), list(table), handler, concurrency=self.concurrency)
                 )
         if PROJECTION in self.participants:
             self._subscriptions.append(
-                await self.bus.subscribe(self.group(PROJECTION), self.saga.event_types, self._projection_handler())
+                await self._subscribe(self.group(PROJECTION), self.saga.event_types, self._projection_handler())
             )
         if self.deadline is not None and OWNER in self.participants:
             self._sweeper = asyncio.create_task(self._sweep_deadlines(self.deadline), name="deadline sweeper")
+
+    async def _subscribe(self, group: str, types: list[str], handler: Any, *, concurrency: int = 1) -> Subscription:
+        """Subscribe, waiting up to ``broker_wait`` seconds for a broker that is down
+        (restarting, or not up yet): a participant started during an outage waits for
+        the broker rather than exit, and the bus reconnects by itself once subscribed."""
+        delay, waited = 0.25, 0.0
+        while True:
+            try:
+                return await self.bus.subscribe(group, types, handler, concurrency=concurrency)
+            except BusClosed:
+                raise
+            except BusError as exc:
+                if waited >= self.broker_wait:
+                    raise
+                if not waited:
+                    log.warning("waiting up to %gs for the broker: %s", self.broker_wait, exc)
+                await asyncio.sleep(delay)  # backoff between attempts, bounded by broker_wait
+                waited += delay
+                delay = min(delay * 2, 5.0)
 
     async def publish(self, event: Event, *, run_id: str | None = None) -> None:
         """Log then announce: the log is the record, the bus is the delivery.
@@ -566,6 +593,7 @@ class Choreography:
         for subscription in self._subscriptions:
             await subscription.close()
         self._subscriptions.clear()
+        self._started = False
         if self.relay is not None:
             await self.relay.close()
 
