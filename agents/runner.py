@@ -229,6 +229,37 @@ class StepRunner:
             return StepReport(ok=False, reason=f"{reason}; its late effect could not be undone: {undo.reason}")
         return StepReport(ok=False, reason=f"{reason}; its late effect was undone")
 
+    async def undo_abandoned(
+        self,
+        step: Step,
+        *,
+        workflow_id: str,
+        input: Mapping[str, Any],
+        results: Mapping[str, Mapping[str, Any]],
+    ) -> StepReport:
+        """Make sure an attempt of ``step`` abandoned by a dead process holds nothing.
+
+        The run has moved on without the step (its deadline failed it), so nothing in
+        the saga will undo it. The action is asked again with the same idempotency key
+        and the step's facts -- a service that did it answers with the first result
+        and does nothing again; one that did not does it now -- and whatever result
+        comes back is undone at once. ``ok`` is True when nothing is left held (the
+        action was refused: it never happened; or it was undone); otherwise ``reason``
+        says what may still be held.
+        """
+        tool = self.agents[step.agent].tool(step.action)
+        facts = _json_normal(self._facts(step, tool, input, results))
+        context = ToolCallContext(workflow_id, step.name, step.action)
+        replay = await self._call_tool(tool, facts, context, self.settings.tool_retries)
+        if not replay.ok or replay.result is None:
+            if replay.uncertain:
+                return StepReport(ok=False, reason=f"whether an abandoned {step.action} took effect is unknown")
+            return StepReport(ok=True)  # refused: the abandoned attempt made nothing either
+        undo = await self.compensate(step, workflow_id=workflow_id, result=replay.result)
+        if not undo.ok:
+            return StepReport(ok=False, reason=f"an abandoned {step.action} could not be undone: {undo.reason}")
+        return StepReport(ok=True, result=replay.result)
+
     async def _perform(
         self,
         step: Step,

@@ -353,7 +353,14 @@ class Choreography:
             # duplicate's, or the deadline's failure of this step) is announced again
             # instead of acting again: its id is deterministic, so downstream it is a
             # duplicate, and announcing it again covers a crash before it was relayed.
-            emitted = self._consequence(event) or await self._react(table[event.type], event)
+            nxt = table[event.type]
+            emitted = self._consequence(event)
+            if emitted is not None:
+                await self._undo_abandoned(group, nxt, event, emitted)
+            else:
+                if store is not None and nxt.action is Action.PERFORM:
+                    await store.note_attempt(group, event.id)  # before any effect: see _undo_abandoned
+                emitted = await self._react(nxt, event)
             if emitted is not None:
                 self.event_log.append([emitted])
                 if store is None:
@@ -365,6 +372,29 @@ class Choreography:
             inbox.add(event.id)
 
         return handle
+
+    async def _undo_abandoned(self, group: str, nxt: NextAction, trigger: Event, consequence: Event) -> None:
+        """A member of ``group`` began this step on ``trigger`` and died before its
+        commit; the run's deadline failed the step meanwhile, so the saga has moved on
+        and will never undo whatever the dead member's call did. Undo it here (the
+        attempt journal says there was one; idempotency keys make the undo exact)."""
+        step = nxt.step
+        if (
+            self.store is None
+            or nxt.action is not Action.PERFORM
+            or step is None
+            or consequence.type != step.events.failed
+            or (consequence.data.get("failure") or {}).get("by") != OWNER  # the agent's own failure: it did nothing
+            or not await self.store.attempted(group, trigger.id)
+        ):
+            return
+        report = await self.runner.undo_abandoned(
+            step, workflow_id=trigger.subject, input=trigger.data["input"], results=trigger.data["results"]
+        )
+        if not report.ok:
+            log.error("run %s: %s; a person must look", trigger.subject, report.reason)
+        elif report.result is not None:
+            log.warning("undid an abandoned %s of %s after its deadline failed the step", step.action, trigger.subject)
 
     async def _react(self, nxt: NextAction, event: Event) -> Event | None:
         """What this participant does on ``event``; None when it must emit nothing."""

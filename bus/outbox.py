@@ -78,6 +78,11 @@ class ParticipantStore(Protocol):
     * ``enqueue(emitted)`` -- queue events for publishing with no trigger to mark
       (a run's start event, a deadline's failure, an announcement made again), so a
       broker outage delays them instead of failing the caller;
+    * ``note_attempt(group, event_id)`` / ``attempted(group, event_id)`` -- a
+      journal of steps the group *began* on a trigger, written before the step's
+      effect is attempted: a member that dies between the effect and its commit
+      leaves this mark, so the member that gets the trigger again knows an effect may
+      exist even when the run has moved on without it (a deadline failed the step);
     * deadlines (:class:`Deadlines`): the owner's timers, here so that they outlive
       the process that set them and any owner process sharing the store takes over.
     """
@@ -87,6 +92,10 @@ class ParticipantStore(Protocol):
     async def commit(self, group: str, event_id: str, emitted: Sequence[Event]) -> None: ...
 
     async def enqueue(self, emitted: Sequence[Event]) -> None: ...
+
+    async def note_attempt(self, group: str, event_id: str) -> None: ...
+
+    async def attempted(self, group: str, event_id: str) -> bool: ...
 
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None: ...
 
@@ -163,6 +172,10 @@ class SqliteOutbox:
                 claimed_by TEXT, claimed_at REAL, published_at REAL
             );
             CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
+            CREATE TABLE IF NOT EXISTS attempts (
+                grp TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL,
+                PRIMARY KEY (grp, event_id)
+            );
             CREATE TABLE IF NOT EXISTS deadlines (subject TEXT PRIMARY KEY, due REAL NOT NULL);
             CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (due);
             """
@@ -195,6 +208,19 @@ class SqliteOutbox:
             self._db.executemany(
                 "INSERT INTO outbox (event_id, body) VALUES (?, ?)", [(e.id, e.to_json()) for e in emitted]
             )
+
+    async def note_attempt(self, group: str, event_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO attempts (grp, event_id, at) VALUES (?, ?, ?)", (group, event_id, time.time())
+            )
+
+    async def attempted(self, group: str, event_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM attempts WHERE grp = ? AND event_id = ?", (group, event_id)
+            ).fetchone()
+        return row is not None
 
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
@@ -278,6 +304,10 @@ class PostgresOutbox:
                     "claimed_at DOUBLE PRECISION, published_at DOUBLE PRECISION)"
                 )
                 await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.prefix}attempts (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
+                    "at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))"
+                )
+                await conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.prefix}deadlines (subject TEXT PRIMARY KEY, "
                     "due DOUBLE PRECISION NOT NULL)"
                 )
@@ -312,6 +342,20 @@ class PostgresOutbox:
                 f"INSERT INTO {self.prefix}outbox (event_id, body) VALUES (%s, %s)",
                 [(e.id, e.to_json()) for e in emitted],
             )
+
+    async def note_attempt(self, group: str, event_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {self.prefix}attempts (grp, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (group, event_id),
+            )
+
+    async def attempted(self, group: str, event_id: str) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT 1 FROM {self.prefix}attempts WHERE grp = %s AND event_id = %s", (group, event_id)
+            )
+            return await cursor.fetchone() is not None
 
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
         conflict = "DO UPDATE SET due = EXCLUDED.due" if replace else "DO NOTHING"

@@ -372,10 +372,14 @@ class Saga:
                     {"step": step.name, "reason": report.attention, "undo": False},
                 ]
             event_type = step.events.failed
+            if signed_by not in (None, step.agent):
+                # Failed by someone else (a deadline, for an agent that gave no answer):
+                # said in the event, since the agent may yet have done something.
+                data["failure"]["by"] = signed_by
         return self.factory.event(
             event_type,
             subject=cause.subject,
-            source=f"agent/{step.agent}",
+            source=f"agent/{step.agent}" if signed_by in (None, step.agent) else self.source,
             data=data,
             cause=cause,
             signed_by=signed_by or step.agent,

@@ -347,3 +347,49 @@ async def test_a_batch_pulls_inputs_as_slots_free_up_and_yields_results_as_runs_
     assert len(ahead) == 40
     assert ahead[0] <= 5  # the first result came while only the first slots' inputs were read
     assert all(n - i <= 5 for i, n in enumerate(ahead, start=1))  # never more than 4 in flight + 1 pulled
+
+
+async def test_an_effect_a_dead_agent_left_behind_a_deadline_failure_is_undone(tmp_path: Path) -> None:
+    # A payment worker charged the card and died before it could commit; the run's
+    # deadline then failed the payment step and the run was unwound without the charge.
+    # The worker that gets the trigger again must leave nothing held.
+    order, sandbox, log, bus = example_orders()[0], Sandbox(), MemoryEventLog(), InMemoryBus()
+    store = SqliteOutbox(tmp_path / "outbox.db")
+    saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
+    payment_group = f"{ORDER_FULFILMENT.name}.payment"
+    try:
+        async with sandbox.client() as client:
+            runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
+            down = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
+            await down.start()  # the payment group's queue exists; its only worker is gone
+            await down.aclose()
+            hosted = {"inventory", "shipping", "owner", "projection"}
+            owner = Choreography(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
+            run = asyncio.ensure_future(owner.run(ORDER_FULFILMENT.validate_input(order)))
+            await wait_for_logged(log, order["order_id"], "InventoryReserved")
+            # What the dead worker did: noted its attempt, then charged, then died.
+            (trigger,) = [e for e in log.events(order["order_id"]) if e.type == "InventoryReserved"]
+            await store.note_attempt(payment_group, trigger.id)
+            charged = await runner.perform(
+                ORDER_FULFILMENT.step("payment"),
+                workflow_id=order["order_id"],
+                input=trigger.data["input"],
+                results=trigger.data["results"],
+            )
+            assert charged.ok
+            result = await run
+            assert result.status is WorkflowStatus.COMPENSATED
+            assert [c.status for c in sandbox.effects_for(order["order_id"]).charges] == ["captured"]  # leaked
+            back = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
+            await back.start()
+            await bus.wait_idle()
+            await back.aclose()
+            await owner.aclose()
+    finally:
+        await bus.close()
+        await store.close()
+    failed = next(e for e in result.events if e.type == "PaymentFailed")
+    assert failed.data["failure"]["by"] == "owner" and failed.source == "workflow/order-fulfilment"
+    assert sandbox.effects_for(order["order_id"]).outstanding == []
+    assert [c.status for c in sandbox.effects_for(order["order_id"]).charges] == ["refunded"]
+    assert check_order_effects(sandbox, [result]) == []
