@@ -1,20 +1,6 @@
-"""Agents (name, instructions, tools, model), the step runner with its guard, and the
-deterministic fake chat models for tests and CI."""
+"""Chat models for agents: deterministic scripted fakes for tests and CI, cassettes that
+record and replay real ones, and real providers chosen by spec (``--model``)."""
 
-from agents.agent import Agent
-from agents.fake import ScriptedChatModel, fake_model, follow_task, misbehave, scripted
-from agents.runner import StepRunner
-from agents.task import Task, parse_task, render_task
+from agent_coordinator.agents.fake import ScriptedChatModel, fake_model, follow_task, misbehave, scripted
 
-__all__ = [
-    "Agent",
-    "ScriptedChatModel",
-    "StepRunner",
-    "Task",
-    "fake_model",
-    "follow_task",
-    "misbehave",
-    "parse_task",
-    "render_task",
-    "scripted",
-]
+__all__ = ["ScriptedChatModel", "fake_model", "follow_task", "misbehave", "scripted"]

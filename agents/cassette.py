@@ -2,7 +2,7 @@
 
 A cassette is a directory with one JSON file per distinct model request::
 
-    examples/cassettes/orders/
+    examples/orders/cassettes/
         0b6f2c...e1.json    {"agent": "payment", "key": "0b6f2c...e1", "request": {...}, "response": {...}}
         ...
 
@@ -19,11 +19,11 @@ indentation, so a cassette diffs well in review.
 * :class:`ReplayingChatModel` answers only from the cassette; the answer is the
   recorded :class:`AIMessage` itself (content, tool calls and their ids, usage
   metadata, response metadata, message id). A request that is not there raises
-  :class:`~coordinator.errors.ModelError` naming the agent and showing a unified
+  :class:`~agent_coordinator.core.errors.ModelError` naming the agent and showing a unified
   diff against the nearest recorded request.
 
 Both are real :class:`BaseChatModel` s with ``bind_tools``, so they go wherever a
-model goes (an :class:`~agents.agent.Agent`, ``order_agents(model=...)``).
+model goes (an :class:`~agent_coordinator.core.agent.Agent`, ``order_agents(model=...)``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from agent_coordinator.core.errors import ModelError
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, message_to_dict, messages_from_dict
@@ -46,8 +47,6 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
-
-from coordinator.errors import ModelError
 
 __all__ = [
     "CASSETTE_FORMAT",
@@ -308,7 +307,7 @@ class ReplayingChatModel(_CassetteModel):
 
     A request that was never recorded raises :class:`ModelError`::
 
-        replay miss: agent 'payment' made a request that cassette examples/cassettes/orders
+        replay miss: agent 'payment' made a request that cassette examples/orders/cassettes
         does not hold (key 3c1f...; 21 recorded requests). The nearest recorded request
         (0b6f....json, agent 'payment', 97% alike) differs:
         --- recorded 0b6f....json

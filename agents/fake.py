@@ -25,6 +25,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
+from agent_coordinator.core.task import Task, parse_task
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
@@ -45,8 +46,6 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
-
-from agents.task import Task, parse_task
 
 __all__ = [
     "BOGUS_FIELD",
@@ -236,7 +235,7 @@ def _policy_name(policy: Callable[..., Any]) -> str:
 def follow_task(messages: Sequence[BaseMessage], tools: Sequence[ToolSpec]) -> AIMessage:
     """The well-behaved policy: do what the latest task message asks.
 
-    Finds the most recent :class:`HumanMessage` that :func:`~agents.task.parse_task`
+    Finds the most recent :class:`HumanMessage` that :func:`~agent_coordinator.core.task.parse_task`
     understands and answers with exactly one call of its tool with its arguments,
     ignoring any earlier answers and tool results (so a re-ask after a bad answer is
     answered correctly). With no task message, or when the task's tool is not among

@@ -32,10 +32,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from agent_coordinator.agents.fake import ScriptedChatModel
+from agent_coordinator.core.errors import CoordinatorError, ModelError
 from langchain_core.language_models import BaseChatModel
-
-from agents.fake import ScriptedChatModel
-from coordinator.errors import CoordinatorError, ModelError
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
@@ -227,9 +226,9 @@ class ModelChoice:
     * ``default`` -- the spec of every agent without an override (``fake`` unless given);
     * ``per_agent`` -- agent name -> spec;
     * ``record`` -- a cassette directory every model request and answer is written
-      to (:class:`agents.cassette.RecordingChatModel`);
+      to (:class:`agent_coordinator.agents.cassette.RecordingChatModel`);
     * ``replay`` -- a cassette directory answers come from instead of any model
-      (:class:`agents.cassette.ReplayingChatModel`; the specs are then not resolved,
+      (:class:`agent_coordinator.agents.cassette.ReplayingChatModel`; the specs are then not resolved,
       so replaying needs neither the provider packages nor keys nor a network).
 
     At most one of ``record`` and ``replay`` is set.
@@ -283,7 +282,7 @@ class ModelChoice:
         return self._wrapped(name, model)
 
     def _wrapped(self, name: str, model: BaseChatModel | None) -> BaseChatModel:
-        from agents.cassette import RecordingChatModel, ReplayingChatModel
+        from agent_coordinator.agents.cassette import RecordingChatModel, ReplayingChatModel
 
         if self.replay is not None:
             return ReplayingChatModel(directory=self.replay, agent=name)

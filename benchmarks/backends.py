@@ -139,10 +139,10 @@ async def _postgres_saver(url: str) -> AsyncIterator[Any]:
 @asynccontextmanager
 async def open_bus_for_benchmark(url: str, **options: Any) -> AsyncIterator[Any]:
     """The event bus ``url`` names (``memory://``, ``amqp://...``, ``nats://...``),
-    opened with ``bus.open_bus(url, **options)`` and closed on exit. Skips when the
+    opened with ``agent_coordinator.bus.open_bus(url, **options)`` and closed on exit. Skips when the
     backend is missing or its service unreachable."""
-    from bus import open_bus
-    from coordinator.errors import BusError
+    from agent_coordinator.bus import open_bus
+    from agent_coordinator.core.errors import BusError
 
     if urlsplit(url).scheme != "memory":
         require_reachable(url)

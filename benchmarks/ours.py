@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agent_coordinator import WorkflowStatus, open_coordinator
 from benchmarks.apps import App, open_app
 from benchmarks.backends import open_bus_for_benchmark, open_checkpointer
 from benchmarks.measure import Counts, Measurement, Request, count_checkpoint_writes, measure
-from coordinator import WorkflowStatus, open_coordinator
 
 __all__ = ["run_choreography", "run_orchestration"]
 

@@ -7,9 +7,9 @@ R1 -- the floor (:func:`run_r1`)
     A hand-written asyncio saga: for each order, ``await`` each step's tool
     *coroutine* directly (``StructuredTool.coroutine``, i.e. the function the tool
     wraps, skipping LangChain's ``ainvoke`` machinery), with the same
-    :class:`~coordinator.context.ToolCallContext` (idempotency key) a coordinator
+    :class:`~agent_coordinator.core.context.ToolCallContext` (idempotency key) a coordinator
     sends; transient failures are retried with the default
-    :class:`~coordinator.settings.Backoff`; a business failure undoes the completed
+    :class:`~agent_coordinator.core.settings.Backoff`; a business failure undoes the completed
     steps in reverse. No model, no events, no checkpoints, no bus: it is the cost of
     the three service calls over ``httpx.ASGITransport`` and little else. Nothing
     that coordinates model-driven agents can be faster; it is the denominator of
@@ -22,7 +22,7 @@ R2 -- the usual LangGraph way (:func:`run_r2`)
     supervisor is a plain function (like our default supervisor: no model) that
     hands the next unfinished step to its agent with ``Command(goto=...)``; the
     agent node invokes the ReAct agent with the same task message our runner sends
-    (:func:`agents.task.render_task`, same facts) and the step's ``ToolCallContext``
+    (:func:`agent_coordinator.core.task.render_task`, same facts) and the step's ``ToolCallContext``
     in its config. The same :class:`~benchmarks.workload.BenchmarkChatModel` answers,
     with the policy a ReAct loop needs: call the task's tool, then, seeing the tool's
     result, answer in text (the loop's stop condition) -- two model calls per step,
@@ -47,21 +47,21 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
+from agent_coordinator.agents.fake import ToolSpec, follow_task, scripted
+from agent_coordinator.core.task import render_task
+from agent_coordinator.examples.orders.tools import LineItem, Order
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from agents.fake import ToolSpec, follow_task, scripted
-from agents.task import render_task
+from agent_coordinator import Backoff, BusinessFailure, Step, ToolCallContext, TransientFailure, Workflow
 from benchmarks.apps import App, open_app
 from benchmarks.backends import DEFAULT_URLS, open_checkpointer, require_module, require_reachable
 from benchmarks.measure import Counts, Measurement, Request, count_checkpoint_writes, measure
 from benchmarks.synthetic import Job
 from benchmarks.workload import EXAMPLE_ORDERS
-from coordinator import Backoff, BusinessFailure, Step, ToolCallContext, TransientFailure, Workflow
-from tools.orders import LineItem, Order
 
 __all__ = ["run_r1", "run_r2", "run_r3_nats", "run_r3_rabbitmq"]
 

@@ -1,6 +1,6 @@
 """Generated workflows of N steps, for measuring how cost grows with steps.
 
-:func:`generated_workflow` builds a :class:`~coordinator.workflow.Workflow` of ``N``
+:func:`generated_workflow` builds a :class:`~agent_coordinator.core.workflow.Workflow` of ``N``
 steps over a one-field input (``Job``), owned by ``N`` agents (one per step, as in
 the order workflow), each with an action and a compensation tool that record
 bookings in an in-memory :class:`Ledger` keyed by idempotency key -- no HTTP, so the
@@ -14,13 +14,13 @@ API only, like ``tests/test_custom_workflow.py``.
 
 from typing import Any
 
+from agent_coordinator.core.agent import Agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents import Agent
-from coordinator import BusinessFailure, Step, StepEvents, Workflow, tool_call_context
+from agent_coordinator import BusinessFailure, Step, StepEvents, Workflow, tool_call_context
 
 __all__ = ["Job", "Ledger", "generate_jobs", "generated_agents", "generated_workflow", "step_name"]
 

@@ -4,13 +4,13 @@ driver that times orders, and the counters.
 Everything here is the same for the references and for our coordinators, which is
 what makes their figures comparable:
 
-* :func:`generate_orders` -- ``n`` orders cycled from ``examples/orders.jsonl``, each
+* :func:`generate_orders` -- ``n`` orders cycled from ``examples/orders/orders.jsonl``, each
   with a unique id (``o-1001-b000042``);
-* :func:`benchmark_world` -- the sandbox :class:`~tools.sandbox.Scenario` the orders
+* :func:`benchmark_world` -- the sandbox :class:`~agent_coordinator.examples.orders.sandbox.Scenario` the orders
   run against: stock that never runs out and no declined card, unshippable country
   or flaky card, so every order in every implementation takes the same path
   (reserve, charge, ship); failure paths are tested, not benchmarked;
-* :class:`BenchmarkChatModel` -- the project's :class:`~agents.fake.ScriptedChatModel`
+* :class:`BenchmarkChatModel` -- the project's :class:`~agent_coordinator.agents.fake.ScriptedChatModel`
   with an optional simulated latency per call, counting its calls.
 
 How orders are timed and counted is in :mod:`benchmarks.measure`.
@@ -23,18 +23,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent_coordinator.agents.fake import ScriptedChatModel
+from agent_coordinator.examples.orders.sandbox import CatalogueItem, Scenario, default_catalogue
+from agent_coordinator.examples.orders.tools import Order
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import PrivateAttr
 
-from agents.fake import ScriptedChatModel
-from tools.orders import Order
-from tools.sandbox import CatalogueItem, Scenario, default_catalogue
-
 __all__ = ["EXAMPLE_ORDERS", "UNLIMITED_STOCK", "BenchmarkChatModel", "benchmark_world", "generate_orders"]
 
-EXAMPLE_ORDERS = Path(__file__).resolve().parent.parent / "examples" / "orders.jsonl"
+EXAMPLE_ORDERS = Path(__file__).resolve().parent.parent / "examples" / "orders" / "orders.jsonl"
 
 #: Stock per SKU in the benchmark world: more than any run can reserve.
 UNLIMITED_STOCK = 10**12

@@ -1,8 +1,8 @@
 """Event buses: the :class:`EventBus` seam, its backends, and :func:`open_bus`.
 
 ``open_bus(url)`` picks a backend by URL scheme: ``memory://`` (the
-:class:`InMemoryBus`), ``amqp://`` / ``amqps://`` (RabbitMQ, :mod:`bus.rabbitmq`)
-and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`bus.nats`). Adding a backend
+:class:`InMemoryBus`), ``amqp://`` / ``amqps://`` (RabbitMQ, :mod:`agent_coordinator.bus.rabbitmq`)
+and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`agent_coordinator.bus.nats`). Adding a backend
 means writing a sibling module that implements :class:`EventBus`, adding its scheme
 to ``_BACKENDS`` below, and adding its config to the contract suite in
 ``tests/contract`` (one ``backend_<name>.py``).
@@ -26,9 +26,9 @@ from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
-from bus.memory import InMemoryBus
-from coordinator.errors import BusError
+from agent_coordinator.bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
+from agent_coordinator.bus.memory import InMemoryBus
+from agent_coordinator.core.errors import BusError
 
 __all__ = [
     "BusStats",
@@ -82,8 +82,10 @@ def _lazy_backend(module: str, attribute: str, extra: str, packages: tuple[str, 
     return open_backend
 
 
-_open_rabbitmq = _lazy_backend("bus.rabbitmq", "RabbitMQBus", "rabbitmq", ("aio_pika", "aiormq", "pamqp"))
-_open_nats = _lazy_backend("bus.nats", "JetStreamBus", "nats", ("nats",))
+_open_rabbitmq = _lazy_backend(
+    "agent_coordinator.bus.rabbitmq", "RabbitMQBus", "rabbitmq", ("aio_pika", "aiormq", "pamqp")
+)
+_open_nats = _lazy_backend("agent_coordinator.bus.nats", "JetStreamBus", "nats", ("nats",))
 
 
 # scheme -> factory(url, **options). Read-only: backends are added here in code, not at run time.
@@ -102,9 +104,9 @@ def open_bus(url: str = "memory://", *, namespace: str | None = None, **options:
 
     ``memory://`` gives an :class:`InMemoryBus` (options: ``max_deliveries``,
     ``redelivery_delay``, ``duplicate_delivery``, ``close_timeout``); ``amqp://...``
-    a :class:`bus.rabbitmq.RabbitMQBus`; ``nats://...`` a
-    :class:`bus.nats.JetStreamBus` (see their options). Raises
-    :class:`~coordinator.errors.BusError` for a scheme without a backend, listing the
+    a :class:`agent_coordinator.bus.rabbitmq.RabbitMQBus`; ``nats://...`` a
+    :class:`agent_coordinator.bus.nats.JetStreamBus` (see their options). Raises
+    :class:`~agent_coordinator.core.errors.BusError` for a scheme without a backend, listing the
     supported ones. The bus is not connected until first used; close it with
     ``await bus.close()``.
     """

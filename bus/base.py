@@ -29,8 +29,8 @@ Delivery and ack (at-least-once)
     the group (to any member, after a backoff) until it has been delivered
     ``max_deliveries`` times in total; then it is *dead-lettered* with the last error
     and no longer delivered. A handler that raises
-    :class:`~coordinator.errors.MalformedEvent` (or a subclass, such as
-    :class:`~coordinator.errors.UntrustedEvent`) says the event itself is at fault
+    :class:`~agent_coordinator.core.errors.MalformedEvent` (or a subclass, such as
+    :class:`~agent_coordinator.core.errors.UntrustedEvent`) says the event itself is at fault
     and can never succeed: it is dead-lettered at once with that error, without
     redeliveries. A body that is not an event at all is dead-lettered at once too,
     and listed as a :class:`DeadLetter` whose ``body`` holds it (see
@@ -41,7 +41,7 @@ Delivery and ack (at-least-once)
     Delivery is at-least-once, never exactly-once: a redelivery, a member closed
     mid-handler or a broker reconnect can hand the same event to a group twice.
     **Handlers must be idempotent** -- deduplicate on ``event.id`` (ids are
-    deterministic, see :mod:`coordinator.events`), or make the effect idempotent.
+    deterministic, see :mod:`agent_coordinator.core.events`), or make the effect idempotent.
 
     Each delivery hands the handler a freshly parsed :class:`Event`: events cross the
     bus as JSON, so a handler never shares an object with the publisher or with
@@ -68,8 +68,8 @@ Close
     in :meth:`EventBus.dead_letters`).
 
 Errors
-    Every failure is a :class:`~coordinator.errors.BusError`; backend exceptions are
-    translated at the seam. :class:`~coordinator.errors.BusClosed` is raised by
+    Every failure is a :class:`~agent_coordinator.core.errors.BusError`; backend exceptions are
+    translated at the seam. :class:`~agent_coordinator.core.errors.BusClosed` is raised by
     publish, subscribe and replay after close.
 """
 
@@ -82,8 +82,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Protocol, Self, runtime_checkable
 
-from coordinator.errors import BusClosed
-from coordinator.events import Event
+from agent_coordinator.core.errors import BusClosed
+from agent_coordinator.core.events import Event
 
 __all__ = [
     "MALFORMED_MESSAGE_TYPE",
@@ -221,8 +221,8 @@ class EventBus(Protocol):
         dead-lettered), whatever happens to the publisher. An event of a type no
         group is bound to is accepted and dropped.
 
-        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`, and
-        :class:`~coordinator.errors.BusError` when the event was not accepted (it
+        Raises :class:`~agent_coordinator.core.errors.BusClosed` after :meth:`close`, and
+        :class:`~agent_coordinator.core.errors.BusError` when the event was not accepted (it
         may be retried: handlers are idempotent).
         """
         ...
@@ -243,7 +243,7 @@ class EventBus(Protocol):
         groups each get every event they are bound to. ``concurrency`` (>= 1) is how
         many ``handler`` calls this member may run at once; ``1`` keeps FIFO order.
 
-        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`,
+        Raises :class:`~agent_coordinator.core.errors.BusClosed` after :meth:`close`,
         ``ValueError`` for an empty group name, no types or ``concurrency < 1``, and
         ``TypeError`` when ``types`` is a single string.
         """
@@ -270,7 +270,7 @@ class EventBus(Protocol):
         """Put the dead letters of ``group`` (all groups when None) back into their
         group's queue with a fresh delivery count; return how many were replayed.
 
-        Raises :class:`~coordinator.errors.BusClosed` after :meth:`close`.
+        Raises :class:`~agent_coordinator.core.errors.BusClosed` after :meth:`close`.
         """
         ...
 

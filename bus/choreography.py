@@ -1,7 +1,7 @@
 """Choreography: a workflow compiled into per-participant event subscriptions.
 
 There is no coordinator. :func:`subscription_tables` splits the saga's rules
-(:meth:`coordinator.saga.Saga.triggers`) by owner, so each participant learns only
+(:meth:`agent_coordinator.core.saga.Saga.triggers`) by owner, so each participant learns only
 the event types that concern it and what to do on each:
 
 * an **agent** performs its step on its trigger event (``OrderPlaced`` for the first
@@ -24,13 +24,13 @@ participant remembers the event ids it handled) and, below it, to the idempotenc
 keys every tool call carries; emitted events have deterministic ids, so a repeated
 emission is recognised downstream too.
 
-Nothing is acted on unchecked. With ``keys`` (a :class:`~coordinator.signing.Keyring`)
+Nothing is acted on unchecked. With ``keys`` (a :class:`~agent_coordinator.core.signing.Keyring`)
 every event a participant emits is signed by it, and every participant -- the
 projection included -- refuses an event that is not signed by an emitter allowed to
-emit its type (:meth:`~coordinator.saga.Saga.emitters`), raising
-:class:`~coordinator.errors.UntrustedEvent`; an agent or the owner also refuses an
-event that lacks data its type requires (:meth:`~coordinator.saga.Saga.check_event`),
-raising :class:`~coordinator.errors.MalformedEvent`. Either way the bus dead-letters
+emit its type (:meth:`~agent_coordinator.core.saga.Saga.emitters`), raising
+:class:`~agent_coordinator.core.errors.UntrustedEvent`; an agent or the owner also refuses an
+event that lacks data its type requires (:meth:`~agent_coordinator.core.saga.Saga.check_event`),
+raising :class:`~agent_coordinator.core.errors.MalformedEvent`. Either way the bus dead-letters
 the event at once with the reason, and nothing happens to the services.
 """
 
@@ -44,18 +44,17 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from agent_coordinator.bus.base import EventBus, Handler, Subscription
+from agent_coordinator.bus.memory import InMemoryBus
+from agent_coordinator.bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
+from agent_coordinator.core.errors import BusClosed, BusError, CoordinatorError, UntrustedEvent
+from agent_coordinator.core.eventlog import EventLog, MemoryEventLog, causal_order
+from agent_coordinator.core.events import Event
+from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import OWNER, Action, NextAction, Saga, StepReport
+from agent_coordinator.core.signing import Keyring
 from pydantic import BaseModel
-
-from agents.runner import StepRunner
-from bus.base import EventBus, Handler, Subscription
-from bus.memory import InMemoryBus
-from bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
-from coordinator.errors import BusClosed, BusError, CoordinatorError, UntrustedEvent
-from coordinator.eventlog import EventLog, MemoryEventLog, causal_order
-from coordinator.events import Event
-from coordinator.results import WorkflowResult, WorkflowStatus
-from coordinator.saga import OWNER, Action, NextAction, Saga, StepReport
-from coordinator.signing import Keyring
 
 __all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
 
@@ -82,7 +81,7 @@ class Inbox:
 
     In memory and bounded (the oldest ids are forgotten first): it only has to cover
     the window in which a redelivery arrives, and must not grow with the number of
-    runs a long-lived process handles. A durable inbox is :mod:`bus.outbox`.
+    runs a long-lived process handles. A durable inbox is :mod:`agent_coordinator.bus.outbox`.
     """
 
     def __init__(self, *, capacity: int = 8_192) -> None:
@@ -148,9 +147,9 @@ class Choreography:
     * ``participants`` -- which participants this process hosts (default: all,
       in-process); each subscribes under its consumer group with ``concurrency``
       concurrent handlers;
-    * ``store`` -- a :class:`~bus.outbox.ParticipantStore`: with it, a handler
+    * ``store`` -- a :class:`~agent_coordinator.bus.outbox.ParticipantStore`: with it, a handler
       commits "trigger handled" and its emitted event in one local transaction and
-      a relay publishes the event (outbox + inbox, see :mod:`bus.outbox`); without
+      a relay publishes the event (outbox + inbox, see :mod:`agent_coordinator.bus.outbox`); without
       it, a bounded in-memory inbox and a direct publish (one process, tests);
     * ``deadline`` -- seconds a run may go without ending. The owner then fails
       whatever step the run is stuck in, so the completed steps compensate
@@ -160,7 +159,7 @@ class Choreography:
       hosting the owner on that store takes over those of an owner that died;
     * ``run_timeout`` -- how long :meth:`run` waits for a run to end or pause;
     * ``broker_wait`` -- how long :meth:`start` waits for a broker that is down;
-    * ``keys`` -- the :class:`~coordinator.signing.Keyring` that signs what this
+    * ``keys`` -- the :class:`~agent_coordinator.core.signing.Keyring` that signs what this
       process's participants emit and checks who emitted what they receive; it must
       be the signer of ``saga.factory``. Without keys events are neither signed nor
       checked: fine on an in-memory bus, which nothing outside the process can reach;

@@ -1,4 +1,4 @@
-"""The in-memory event bus: the reference backend of the :mod:`bus.base` contract.
+"""The in-memory event bus: the reference backend of the :mod:`agent_coordinator.bus.base` contract.
 
 One process, one event loop, no threads. It behaves like a broker where it matters
 for correctness: each group is one queue that its members' consumer tasks pull
@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from coordinator.errors import BusClosed, BusError, MalformedEvent
-from coordinator.events import Event, parse_event
+from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.core.events import Event, parse_event
 
 __all__ = ["InMemoryBus"]
 
@@ -166,7 +166,7 @@ class _GroupMember:
 
 
 class InMemoryBus(ClosesOnExit):
-    """An :class:`~bus.base.EventBus` in the memory of one event loop.
+    """An :class:`~agent_coordinator.bus.base.EventBus` in the memory of one event loop.
 
     * ``max_deliveries`` -- deliveries of one event to one group before it is
       dead-lettered (>= 1; 1 means never redeliver).
@@ -224,7 +224,8 @@ class InMemoryBus(ClosesOnExit):
     # -- the EventBus protocol -------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
-        """Enqueue ``event`` to every group bound to its type (see :meth:`bus.base.EventBus.publish`)."""
+        """Enqueue ``event`` to every group bound to its type (see
+        :meth:`agent_coordinator.bus.base.EventBus.publish`)."""
         if self._closed:
             raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
         groups = self._routes.get(event.type)
@@ -253,7 +254,7 @@ class InMemoryBus(ClosesOnExit):
         *,
         concurrency: int = 1,
     ) -> Subscription:
-        """Join ``group`` as a member handling ``types`` (see :meth:`bus.base.EventBus.subscribe`)."""
+        """Join ``group`` as a member handling ``types`` (see :meth:`agent_coordinator.bus.base.EventBus.subscribe`)."""
         wanted = subscription_types(group, types, concurrency, closed=self._closed)
         target = self._groups.get(group)
         if target is None:

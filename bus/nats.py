@@ -1,4 +1,4 @@
-"""The NATS JetStream event bus: :class:`JetStreamBus`, a broker backend of :mod:`bus.base`.
+"""The NATS JetStream event bus: :class:`JetStreamBus`, a broker backend of :mod:`agent_coordinator.bus.base`.
 
 It passes the contract suite with ``drains_on_close=False``: what a closing bus has
 not handled stays in JetStream for the next member of its group, in this process or
@@ -62,11 +62,11 @@ original acked. The consumer's own ``max_deliver`` is left unlimited on purpose:
 with it, a message whose last delivery was cancelled by a close would be dropped
 by the server without ever reaching the DLQ. A body that is not a valid event is
 dead-lettered at once (it cannot get better), and so is an event whose handler
-raised :class:`~coordinator.errors.MalformedEvent` (missing data, a bad signature),
+raised :class:`~agent_coordinator.core.errors.MalformedEvent` (missing data, a bad signature),
 with that error, at its first failure. :meth:`JetStreamBus.dead_letters` lists a
-malformed body like any dead letter, with its reason: a :class:`~bus.base.DeadLetter`
+malformed body like any dead letter, with its reason: a :class:`~agent_coordinator.bus.base.DeadLetter`
 whose ``body`` holds the raw bytes and whose stand-in event is of type
-:data:`~bus.base.MALFORMED_MESSAGE_TYPE`; replay leaves it in the DLQ stream (it
+:data:`~agent_coordinator.bus.base.MALFORMED_MESSAGE_TYPE`; replay leaves it in the DLQ stream (it
 would only fail again) for an operator (``nats stream view <stream>_DLQ``).
 
 Replay
@@ -92,7 +92,7 @@ structured and not binary: docs/architecture.md ("Broker backends").
 and sets ``Nats-Msg-Id`` to the event id: a publish retried within the stream's
 duplicate window (2 minutes by default) -- or the same deterministic event
 emitted twice by a redelivered handler -- is stored once. Every NATS failure
-becomes a :class:`~coordinator.errors.BusError` naming the server (``host:port``,
+becomes a :class:`~agent_coordinator.core.errors.BusError` naming the server (``host:port``,
 never credentials) and what to check.
 
 Options in the URL
@@ -139,15 +139,14 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 import nats
 import nats.errors
 import nats.js.errors
+from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-
-from bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from coordinator.errors import BusClosed, BusError, MalformedEvent
-from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 __all__ = ["JetStreamBus"]
 
@@ -236,7 +235,7 @@ class _Connection:
 
 
 class JetStreamBus(ClosesOnExit):
-    """An :class:`~bus.base.EventBus` on NATS JetStream (see the module docstring for
+    """An :class:`~agent_coordinator.bus.base.EventBus` on NATS JetStream (see the module docstring for
     the layout on the server and the delivery, dead-letter and replay design).
 
     * ``url`` -- ``nats://host:4222`` or ``tls://host:4222`` (credentials in the URL
@@ -307,9 +306,9 @@ class JetStreamBus(ClosesOnExit):
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str | None = None, **options: Any) -> JetStreamBus:
-        """The bus for ``url`` with keyword ``options`` (what :func:`bus.open_bus` calls).
+        """The bus for ``url`` with keyword ``options`` (what :func:`agent_coordinator.bus.open_bus` calls).
 
-        ``namespace`` (one application's name, :func:`bus.bus_namespace`) sets the
+        ``namespace`` (one application's name, :func:`agent_coordinator.bus.bus_namespace`) sets the
         default names: stream ``<namespace>`` (dead letters ``<namespace>_DLQ``) and
         subjects ``<namespace>.<type>``, so that two applications on one server
         share neither a stream nor a subject. Without it the constructor's defaults
@@ -351,7 +350,7 @@ class JetStreamBus(ClosesOnExit):
 
     async def publish(self, event: Event) -> None:
         """Store ``event`` in the stream and wait for the PubAck (see
-        :meth:`bus.base.EventBus.publish`); ``Nats-Msg-Id`` = ``event.id`` dedups retries."""
+        :meth:`agent_coordinator.bus.base.EventBus.publish`); ``Nats-Msg-Id`` = ``event.id`` dedups retries."""
         if self._closed:
             raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
         try:
@@ -383,7 +382,7 @@ class JetStreamBus(ClosesOnExit):
         concurrency: int = 1,
     ) -> Subscription:
         """Bind ``group`` to ``types`` on the server, then start a member pulling from
-        the group's consumers (see :meth:`bus.base.EventBus.subscribe`)."""
+        the group's consumers (see :meth:`agent_coordinator.bus.base.EventBus.subscribe`)."""
         wanted = subscription_types(group, types, concurrency, closed=self._closed)
         conn = await self._connection()
         subjects = {self._event_subject(t) for t in wanted} | {self._replay_subject(group)}
@@ -434,7 +433,7 @@ class JetStreamBus(ClosesOnExit):
     async def dead_letters(self) -> list[DeadLetter]:
         """The dead letters in ``<stream>_DLQ``, oldest first, read without consuming
         them -- malformed bodies too, as dead letters whose ``body`` holds them.
-        Raises :class:`~coordinator.errors.BusClosed` after close (the connection is gone)."""
+        Raises :class:`~agent_coordinator.core.errors.BusClosed` after close (the connection is gone)."""
         if self._closed:
             raise BusClosed("cannot read dead letters: the bus is closed; open a new bus on the same stream")
         conn = await self._connection()
@@ -474,7 +473,7 @@ class JetStreamBus(ClosesOnExit):
         return replayed
 
     def stats(self) -> BusStats:
-        """A snapshot of this bus's counters (this process only; see :class:`~bus.base.BusStats`)."""
+        """A snapshot of this bus's counters (this process only; see :class:`~agent_coordinator.bus.base.BusStats`)."""
         return dataclasses.replace(self._stats)
 
     # -- extras ------------------------------------------------------------------------
@@ -482,7 +481,7 @@ class JetStreamBus(ClosesOnExit):
     async def connect(self) -> None:
         """Connect and create/update the streams now rather than on first use (fail fast).
 
-        Raises :class:`~coordinator.errors.BusError` naming the server and what to check."""
+        Raises :class:`~agent_coordinator.core.errors.BusError` naming the server and what to check."""
         await self._connection()
 
     # A timeout parameter (not asyncio.timeout around the call) so the error can name the busy consumers.

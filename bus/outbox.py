@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from bus.base import EventBus
-from coordinator.errors import BusError
-from coordinator.events import Event, parse_event
+from agent_coordinator.bus.base import EventBus
+from agent_coordinator.core.errors import BusError
+from agent_coordinator.core.events import Event, parse_event
 
 __all__ = [
     "Deadlines",

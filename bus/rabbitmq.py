@@ -1,4 +1,4 @@
-"""The RabbitMQ event bus: the :mod:`bus.base` contract on durable quorum queues.
+"""The RabbitMQ event bus: the :mod:`agent_coordinator.bus.base` contract on durable quorum queues.
 
 Needs aio-pika (``pip install 'agent-coordinator[rabbitmq]'``) and RabbitMQ 3.10 or
 later without plugins (quorum queues with message TTL and at-least-once
@@ -54,12 +54,12 @@ nothing is lost, the failure just is not counted.
 
 A body that is not a valid event (a foreign producer, a corrupted message) is
 dead-lettered at once with the parse error, and the consumer keeps going; so is an
-event whose handler raised :class:`~coordinator.errors.MalformedEvent` (an event
+event whose handler raised :class:`~agent_coordinator.core.errors.MalformedEvent` (an event
 that can never succeed: data its type requires is missing, or its signature does not
 check out), with that error, at its first failure.
 :meth:`~RabbitMQBus.dead_letters` shows a malformed body as a
-:class:`~bus.base.DeadLetter` whose ``body`` holds it and whose stand-in event is of
-type :data:`~bus.base.MALFORMED_MESSAGE_TYPE`; replay skips it (it would only fail
+:class:`~agent_coordinator.bus.base.DeadLetter` whose ``body`` holds it and whose stand-in event is of
+type :data:`~agent_coordinator.bus.base.MALFORMED_MESSAGE_TYPE`; replay skips it (it would only fail
 again) -- inspect and purge it with broker tools.
 
 ``x-deliveries`` counts handler calls that *raised*. A handler cancelled by a
@@ -81,7 +81,7 @@ Publishing and unroutable events
 back instead of vanishing. The contract says an event of a type *no group is bound
 to* is accepted and dropped -- that is how choreography works (nobody may listen to
 ``ShipmentScheduled`` yet), so a return is logged at debug level and the publish
-succeeds. It is an error -- :class:`~coordinator.errors.BusError`, the
+succeeds. It is an error -- :class:`~agent_coordinator.core.errors.BusError`, the
 publish was *not* accepted -- when this bus itself has subscribed a group to the
 type: the group's queue or binding was deleted on the broker behind our back, and
 dropping the event would be a silent loss. A bus cannot know about groups that
@@ -108,7 +108,7 @@ So do this bus's own options (see :meth:`RabbitMQBus.from_url`), e.g.
 gives a deployment (or a test) names of its own.
 A publish made while it is down waits up to 10 s for the connection to come back
 (nothing was sent, so waiting cannot duplicate), then raises
-:class:`~coordinator.errors.BusError`; it may be retried (handlers are idempotent).
+:class:`~agent_coordinator.core.errors.BusError`; it may be retried (handlers are idempotent).
 Every exchange with the broker is bounded (30 s: aio-pika itself would wait forever
 on a reconnecting connection, and a broker under a memory or disk alarm blocks
 publishers), and every broker error is translated into ``BusError`` naming the
@@ -129,6 +129,17 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import aio_pika
 import aiormq
 import pamqp.exceptions
+from agent_coordinator.bus.base import (
+    MALFORMED_MESSAGE_TYPE,
+    BusStats,
+    ClosesOnExit,
+    DeadLetter,
+    Handler,
+    Subscription,
+    subscription_types,
+)
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -140,18 +151,6 @@ from aio_pika.abc import (
     HeadersType,
 )
 from pamqp.commands import Basic
-
-from bus.base import (
-    MALFORMED_MESSAGE_TYPE,
-    BusStats,
-    ClosesOnExit,
-    DeadLetter,
-    Handler,
-    Subscription,
-    subscription_types,
-)
-from coordinator.errors import BusClosed, BusError, MalformedEvent
-from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 # MALFORMED_MESSAGE_TYPE is bus.base's, shared by every backend; still importable from here.
 __all__ = ["MALFORMED_MESSAGE_TYPE", "RabbitMQBus"]
@@ -321,7 +320,7 @@ class _Member:
 
 
 class RabbitMQBus(ClosesOnExit):
-    """An :class:`~bus.base.EventBus` on a RabbitMQ broker (see the module docstring
+    """An :class:`~agent_coordinator.bus.base.EventBus` on a RabbitMQ broker (see the module docstring
     for the topology, redelivery, dead letters and the unroutable-publish rule).
 
     * ``url`` -- ``amqp://user:password@host:port/vhost`` (``amqps://`` for TLS);
@@ -406,9 +405,9 @@ class RabbitMQBus(ClosesOnExit):
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str | None = None, **options: Any) -> RabbitMQBus:
-        """The bus for ``url``: the factory :func:`bus.open_bus` calls.
+        """The bus for ``url``: the factory :func:`agent_coordinator.bus.open_bus` calls.
 
-        ``namespace`` (one application's name, :func:`bus.bus_namespace`) sets the
+        ``namespace`` (one application's name, :func:`agent_coordinator.bus.bus_namespace`) sets the
         default names: exchange ``<namespace>`` and queues ``<namespace>.<group>``
         (dead letters in ``<namespace>.dead-letters``), so that two applications on
         one vhost share nothing. Without it the constructor's defaults apply.
@@ -436,7 +435,7 @@ class RabbitMQBus(ClosesOnExit):
 
     async def publish(self, event: Event) -> None:
         """Publish ``event`` to the exchange and wait for the broker's confirm (see
-        :meth:`bus.base.EventBus.publish` and, for unroutable events, the module
+        :meth:`agent_coordinator.bus.base.EventBus.publish` and, for unroutable events, the module
         docstring). Raises :class:`BusError` when the broker did not accept it."""
         if self._closed:
             raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
@@ -491,7 +490,7 @@ class RabbitMQBus(ClosesOnExit):
         *,
         concurrency: int = 1,
     ) -> Subscription:
-        """Join ``group`` as a member handling ``types`` (see :meth:`bus.base.EventBus.subscribe`).
+        """Join ``group`` as a member handling ``types`` (see :meth:`agent_coordinator.bus.base.EventBus.subscribe`).
 
         Declares the group's quorum queue and binds it to each type before returning.
         Raises ``ValueError`` also for the reserved group name ``dead-letters`` and for
@@ -610,7 +609,7 @@ class RabbitMQBus(ClosesOnExit):
         return replayed
 
     def stats(self) -> BusStats:
-        """A snapshot of this bus's counters (see :class:`~bus.base.BusStats`)."""
+        """A snapshot of this bus's counters (see :class:`~agent_coordinator.bus.base.BusStats`)."""
         return dataclasses.replace(self._stats)
 
     # -- test helper -----------------------------------------------------------------

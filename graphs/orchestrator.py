@@ -14,17 +14,17 @@ A step that fails hands the run to ``compensate`` (the first step's failure ends
 cancelled); the supervisor is where every run enters, and a resumed one re-enters.
 
 The state is the run's latest event. The supervisor's rule reads the latest event,
-asks the saga what follows (:meth:`coordinator.saga.Saga.next_action`) and hands off
+asks the saga what follows (:meth:`agent_coordinator.core.saga.Saga.next_action`) and hands off
 with a ``Command``: to the owning agent's node to perform a step, to ``compensate``
 to undo one (completed steps are undone one node visit at a time, in reverse order),
 or it emits the terminal event and ends. The rule is a pure function of the latest
 event, so after the first handoff each worker node applies it itself and hands off
 directly (4 supersteps for a 3-step order instead of 7). With a model-driven supervisor
-(:class:`graphs.supervisor.ModelSupervisor`) a chat model picks the agent through
+(:class:`agent_coordinator.graphs.supervisor.ModelSupervisor`) a chat model picks the agent through
 handoff tools, and the saga's choice is the only legal one: anything else is
 refused and re-asked.
 
-Agent nodes run the step through the shared :class:`agents.runner.StepRunner`
+Agent nodes run the step through the shared :class:`agent_coordinator.core.runner.StepRunner`
 (model, guard, tool). A step with an approval rule first emits its
 ``...ApprovalRequested`` event and pauses the graph with ``interrupt``; resuming
 with a decision emits ``...Approved`` (the step runs) or ``...Rejected`` (the step
@@ -45,6 +45,12 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
+from agent_coordinator.core.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
+from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
+from agent_coordinator.core.events import Event
+from agent_coordinator.core.results import Usage, WorkflowResult
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Action, NextAction, Saga, StepReport
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -53,13 +59,6 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 from typing_extensions import TypedDict  # typing's TypedDict on 3.11 defeats pydantic's schemas (LangGraph's API)
-
-from agents.runner import StepRunner
-from coordinator.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
-from coordinator.eventlog import EventLog, MemoryEventLog
-from coordinator.events import Event
-from coordinator.results import Usage, WorkflowResult
-from coordinator.saga import Action, NextAction, Saga, StepReport
 
 __all__ = [
     "ACCEPT",
@@ -111,7 +110,7 @@ class Supervisor(Protocol):
 
     async def choose(self, last: Event, expected: NextAction) -> tuple[str | None, Usage]:
         """The handoff problem (None: legal) and the model work spent. Raises
-        :class:`~coordinator.errors.ModelUnavailable` when the supervisor's model gave
+        :class:`~agent_coordinator.core.errors.ModelUnavailable` when the supervisor's model gave
         no answer: the run then stops or unwinds as ``on_model_unavailable`` says."""
         ...
 

@@ -2,7 +2,7 @@
 (:func:`compile_graph`), and LangGraph's own tooling through ``langgraph.json``
 (``langgraph dev`` loads :func:`make_graph`; see :func:`studio_graph`).
 
-The Studio graph is the graph :class:`graphs.orchestrator.Orchestrator` runs, entered
+The Studio graph is the graph :class:`agent_coordinator.graphs.orchestrator.Orchestrator` runs, entered
 from the workflow's own input: its input schema is the input model's (an order), its
 run parameters come from ``config["configurable"]`` (``approval_threshold_cents``),
 and it writes to the state directory's event log, so its runs show in ``coordinator
@@ -18,19 +18,18 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.core.app import AppOptions, WorkflowApp
+from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.core.eventlog import MemoryEventLog, SqliteEventLog
+from agent_coordinator.core.events import EventFactory
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.core.settings import STATE_DIR_VARIABLE, RunSettings, default_state_dir
+from agent_coordinator.core.workflow import Workflow
+from agent_coordinator.graphs.orchestrator import RunState, build_graph
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
-
-from agents.agent import Agent
-from agents.runner import StepRunner
-from coordinator.app import AppOptions, WorkflowApp
-from coordinator.errors import CoordinatorError
-from coordinator.eventlog import MemoryEventLog, SqliteEventLog
-from coordinator.events import EventFactory
-from coordinator.saga import Saga
-from coordinator.settings import STATE_DIR_VARIABLE, RunSettings, default_state_dir
-from coordinator.workflow import Workflow
-from graphs.orchestrator import RunState, build_graph
 
 __all__ = ["ORDER_PARAMETERS", "compile_graph", "make_graph", "studio_graph"]
 
@@ -63,7 +62,7 @@ def studio_graph(
 
     Invoke it with an input (``graph.ainvoke(order, config)``): the ``accept`` node
     validates it and logs its start event, then the run goes on as under
-    :class:`~graphs.orchestrator.Orchestrator` (an approval pauses it with
+    :class:`~agent_coordinator.graphs.orchestrator.Orchestrator` (an approval pauses it with
     ``interrupt``; resume with ``Command(resume={"approved": ..., "by": ...})``).
     The output is the run's latest event (``{"last": ...}``).
 
@@ -111,8 +110,8 @@ def make_graph() -> CompiledStateGraph[RunState, Any, Any, RunState]:
 
 @functools.cache
 def _order_graph(directory: Path) -> CompiledStateGraph[RunState, Any, Any, RunState]:
-    from agents.orders import ORDER_FULFILMENT, order_agents
-    from tools.sandbox import Sandbox
+    from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+    from agent_coordinator.examples.orders.sandbox import Sandbox
 
     client = Sandbox(store=directory / "sandbox.db").client()
     return studio_graph(

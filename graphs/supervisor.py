@@ -7,8 +7,8 @@ back, looping) or anything but one handoff is refused with a message naming the
 fault, and the model is re-asked at most ``max_reasks`` times; after that the step
 fails (and the completed ones are compensated). The model never chooses undo.
 
-Its model calls are retried like an agent's (:func:`agents.runner.ask_model`); a
-model that gives no answer raises :class:`~coordinator.errors.ModelUnavailable`,
+Its model calls are retried like an agent's (:func:`agent_coordinator.core.runner.ask_model`); a
+model that gives no answer raises :class:`~agent_coordinator.core.errors.ModelUnavailable`,
 which the graph treats like an agent's outage (``RunSettings.on_model_unavailable``).
 """
 
@@ -17,20 +17,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_coordinator.core.errors import StepError
+from agent_coordinator.core.events import Event
+from agent_coordinator.core.results import Usage
+from agent_coordinator.core.runner import ask_model
+from agent_coordinator.core.saga import NextAction
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.core.task import render_task
+from agent_coordinator.core.workflow import Workflow
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict
-
-from agents.runner import ask_model
-from agents.task import render_task
-from coordinator.errors import StepError
-from coordinator.events import Event
-from coordinator.results import Usage
-from coordinator.saga import NextAction
-from coordinator.settings import Backoff
-from coordinator.workflow import Workflow
 
 __all__ = ["ModelSupervisor", "handoff_tool_name"]
 
@@ -66,7 +65,7 @@ class ModelSupervisor:
     """Chooses agents with ``model``; see the module docstring for the guard.
 
     ``retries`` is the backoff of a failed model call (pass the run's
-    ``RunSettings.tool_retries``, as :func:`coordinator.run.open_coordinator` does).
+    ``RunSettings.tool_retries``, as :func:`agent_coordinator.core.run.open_coordinator` does).
     """
 
     def __init__(

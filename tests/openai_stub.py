@@ -2,7 +2,7 @@
 
 :class:`OpenAIStub` is a small Starlette app answering ``POST /v1/chat/completions``
 the way a well-behaved tool-calling model would: it reads the latest task message
-(:func:`agents.task.parse_task`) and calls the tool it asks for with its arguments,
+(:func:`agent_coordinator.core.task.parse_task`) and calls the tool it asks for with its arguments,
 or answers in text when there is no task or the tool is not offered. Answers carry
 ``usage`` (tokens counted deterministically: words and punctuation of the request,
 tools included, and of the answer), and every id is derived from the request, so
@@ -32,7 +32,7 @@ one event loop::
 
 From a shell: ``python -m tests.openai_stub serve --port 8000`` (then
 ``OPENAI_BASE_URL=http://127.0.0.1:8000/v1``), or ``python -m tests.openai_stub
-record examples/cassettes/orders`` to record the committed cassette again.
+record examples/orders/cassettes`` to record the committed cassette again.
 """
 
 from __future__ import annotations
@@ -51,12 +51,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from agent_coordinator.core.task import Task, parse_task
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from agents.task import Task, parse_task
 
 __all__ = [
     "ANSWER_FAULTS",

@@ -10,14 +10,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from agent_coordinator.bus import open_bus
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from bus import open_bus
-from coordinator import WorkflowStatus, open_coordinator
+from agent_coordinator import WorkflowStatus, open_coordinator
 from tests.services import require_service
 from tests.test_orders_e2e import FAST, example_orders
 from tests.torture.brokers import NatsServer
-from tools.sandbox import Sandbox
 
 pytestmark = pytest.mark.services
 
@@ -41,7 +41,7 @@ async def test_a_coordinator_started_while_its_broker_is_down_waits_for_it(
             coordinator_cm = open_coordinator(
                 ORDER_FULFILMENT, agents=order_agents(client=client), mode="choreography", bus=bus, settings=FAST
             )
-            with caplog.at_level(logging.WARNING, logger="bus.choreography"):
+            with caplog.at_level(logging.WARNING, logger="agent_coordinator.bus.choreography"):
                 entering = asyncio.ensure_future(coordinator_cm.__aenter__())
                 async with asyncio.timeout(30):
                     while "waiting up to 120s for the broker" not in caplog.text:  # noqa: ASYNC110 - a log line

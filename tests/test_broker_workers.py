@@ -44,14 +44,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
+from agent_coordinator.core.results import WorkflowStatus
+from agent_coordinator.examples.orders.app import check_order_effects
+from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
+from agent_coordinator.examples.orders.sandbox.scenario import default_catalogue
 
-from agents.orders import check_order_effects
-from coordinator.results import WorkflowStatus
 from tests.services import NATS_URL, RABBITMQ_URL, require_service
 from tests.test_orders_e2e import EXPECTED, example_orders
 from tests.test_sandbox_server import Served, served
-from tools.sandbox import RemoteSandboxState
-from tools.sandbox.scenario import default_catalogue
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -137,7 +137,7 @@ async def broker(name: str) -> AsyncIterator[str]:
 
 async def dead_letters(url: str) -> list[Any]:
     """What the bus at ``url`` holds in its dead letters."""
-    from bus import open_bus
+    from agent_coordinator.bus import open_bus
 
     bus = open_bus(url)
     try:
@@ -188,7 +188,7 @@ class Cluster:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "coordinator",
+                "agent_coordinator",
                 "worker",
                 agent,
                 "--bus",
@@ -255,7 +255,7 @@ async def start_run(
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "coordinator",
+            "agent_coordinator",
             "run",
             str(orders),
             "--mode",
@@ -640,7 +640,7 @@ async def trace(order_id: str, state_dir: Path) -> list[dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "coordinator",
+        "agent_coordinator",
         "trace",
         order_id,
         "--json",

@@ -15,25 +15,25 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import agent_coordinator.bus as bus_package
 import pytest
+from agent_coordinator.bus import InMemoryBus, bus_namespace, open_bus
+from agent_coordinator.core.errors import BusError
+from agent_coordinator.core.eventlog import MemoryEventLog
+from agent_coordinator.core.events import EventFactory, LogicalClock
+from agent_coordinator.core.saga import Saga, StepReport
+from agent_coordinator.core.settings import RunSettings
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT
 from rich.console import Console
 from typer.testing import CliRunner
 
-import bus as bus_package
-from agents.orders import ORDER_FULFILMENT
-from bus import InMemoryBus, bus_namespace, open_bus
-from coordinator import cli as cli_module
-from coordinator.cli import app, default_deadline
-from coordinator.errors import BusError
-from coordinator.eventlog import MemoryEventLog
-from coordinator.events import EventFactory, LogicalClock
-from coordinator.reporting import WaitingFor
-from coordinator.saga import Saga, StepReport
-from coordinator.settings import RunSettings
+from agent_coordinator.shell import cli as cli_module
+from agent_coordinator.shell.cli import app, default_deadline
+from agent_coordinator.shell.reporting import WaitingFor
 from tests.services import NATS_URL, RABBITMQ_URL, require_service
 from tests.travel_app import SPEC as TRAVEL_APP
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 ORDERS = str(EXAMPLES / "orders.jsonl")
 
 

@@ -9,20 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-
-from agents import ScriptedChatModel, misbehave
-from agents.cassette import (
+from agent_coordinator.agents import ScriptedChatModel, misbehave
+from agent_coordinator.agents.cassette import (
     RecordingChatModel,
     ReplayingChatModel,
     load_cassette,
     normalise_request,
     request_key,
 )
-from agents.fake import follow_task
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from agents.task import render_task
-from coordinator import (
+from agent_coordinator.agents.fake import follow_task
+from agent_coordinator.core.errors import ModelError
+from agent_coordinator.core.task import render_task
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.tools import ChargePaymentArgs
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from agent_coordinator import (
     MODES,
     LogicalClock,
     MemoryEventLog,
@@ -31,12 +34,9 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.errors import ModelError
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
-from tools.orders import ChargePaymentArgs
-from tools.sandbox import Sandbox
 
-COMMITTED = EXAMPLES / "cassettes" / "orders"
+COMMITTED = EXAMPLES / "cassettes"
 AGENTS = ("inventory", "payment", "shipping")
 
 

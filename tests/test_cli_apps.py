@@ -12,17 +12,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from agent_coordinator.core.eventlog import SqliteEventLog
+from agent_coordinator.core.events import EventFactory, LogicalClock
+from agent_coordinator.core.saga import Saga
 from typer.testing import CliRunner
 
-from coordinator.cli import app
-from coordinator.eventlog import SqliteEventLog
-from coordinator.events import EventFactory, LogicalClock
-from coordinator.saga import Saga
+from agent_coordinator.shell.cli import app
 from tests.test_custom_workflow import TRAVEL
 from tests.travel_app import SPEC as TRAVEL_APP
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ORDER_APP = "agents.orders:order_fulfilment_app"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
+ORDER_APP = "agent_coordinator.examples.orders:order_fulfilment_app"
 GHOST_APP = "ghost_package.flows:app"
 
 

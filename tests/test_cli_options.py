@@ -13,10 +13,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from coordinator import cli as cli_module
-from coordinator.cli import app
+from agent_coordinator.shell import cli as cli_module
+from agent_coordinator.shell.cli import app
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 ORDERS = str(EXAMPLES / "orders.jsonl")
 
 
@@ -242,4 +242,6 @@ def test_trace_shows_event_data_apart_from_what_it_cost(cli: CliRunner) -> None:
 def test_status_json_names_each_runs_workflow_and_app(cli: CliRunner) -> None:
     assert cli.invoke(app, ["run", ORDERS]).exit_code == 0
     row = json.loads(cli.invoke(app, ["status", "--json"]).stdout.splitlines()[0])
-    assert row["workflow"] == "order-fulfilment" and row["app"] == "agents.orders:order_fulfilment_app"
+    assert (
+        row["workflow"] == "order-fulfilment" and row["app"] == "agent_coordinator.examples.orders:order_fulfilment_app"
+    )

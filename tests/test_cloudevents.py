@@ -22,21 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.bus import EventBus, InMemoryBus
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory, parse_event
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import amqp, http, rabbitmq
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from agents.orders import ORDER_FULFILMENT, order_agents
-from bus import EventBus, InMemoryBus
-from coordinator import LogicalClock, MemoryEventLog, SqliteEventLog, WorkflowResult, open_coordinator
-from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory, parse_event
+from agent_coordinator import LogicalClock, MemoryEventLog, SqliteEventLog, WorkflowResult, open_coordinator
 from tests.contract.backend_nats import open_throwaway_jetstream_bus
 from tests.contract.backend_rabbitmq import open_rabbitmq_bus
 from tests.services import NATS_URL, RABBITMQ_URL
 from tests.test_orders_e2e import EXPECTED, FAST, example_orders
-from tools.sandbox import Sandbox, Scenario
 
 JSON = JSONFormat()
 

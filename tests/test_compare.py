@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
 from rich.console import Console
 
-from agents.orders import ORDER_FULFILMENT, order_fulfilment_app
-from coordinator import MODES, Backoff, RunSettings
-from coordinator.compare import ComparisonReport, compare, count_code_lines, expand, main, read_jsonl
-from coordinator.compare_report import charts, render_markdown, render_table, table_rows, write_report
-from coordinator.faults import FaultPlan, Outage
+from agent_coordinator import MODES, Backoff, RunSettings
+from agent_coordinator.lab.compare import ComparisonReport, compare, count_code_lines, expand, main, read_jsonl
+from agent_coordinator.lab.compare_report import charts, render_markdown, render_table, table_rows, write_report
+from agent_coordinator.lab.faults import FaultPlan, Outage
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 FAST = RunSettings(
     tool_retries=Backoff(initial_delay=0.001, max_delay=0.004),
     compensation_retries=Backoff(initial_delay=0.001, max_delay=0.004),
@@ -52,7 +52,7 @@ def report() -> ComparisonReport:
             deadline=0.3,
             outages=[Outage(participant="payment", for_ms=100), Outage(participant="payment", for_ms=450)],
             settings=FAST,
-            source="examples/orders.jsonl",
+            source="examples/orders/orders.jsonl",
         )
     )
 
@@ -124,9 +124,9 @@ def test_the_report_renders_as_a_table_json_markdown_html_and_charts(report: Com
     svgs = charts(report)
     assert {"outcomes.svg", "latency.svg", "throughput.svg", "cost.svg"} <= set(svgs)
     assert all(svg.startswith("<svg") and svg.endswith("</svg>") for svg in svgs.values())
-    markdown = render_markdown(report, list(svgs), "coordinator compare examples/orders.jsonl")
+    markdown = render_markdown(report, list(svgs), "coordinator compare examples/orders/orders.jsonl")
     assert "| invariant violations | 0 | 0 |" in markdown
-    written = write_report(report, tmp_path / "out", command="coordinator compare examples/orders.jsonl")
+    written = write_report(report, tmp_path / "out", command="coordinator compare examples/orders/orders.jsonl")
     names = {p.relative_to(tmp_path / "out").as_posix() for p in written}
     assert {"report.md", "report.html", "report.json", "charts/outcomes.svg"} <= names
     html = (tmp_path / "out" / "report.html").read_text()

@@ -19,14 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.bus.choreography import Choreography
+from agent_coordinator.bus.outbox import SqliteOutbox
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.sandbox.app import SANDBOX_BASE_URL
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from agents.runner import StepRunner
-from bus import InMemoryBus
-from bus.choreography import Choreography
-from bus.outbox import SqliteOutbox
-from coordinator import (
+from agent_coordinator import (
     MODES,
     EventFactory,
     EventLog,
@@ -36,11 +40,7 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.saga import Saga
-from coordinator.settings import Backoff
 from tests.test_orders_e2e import example_orders
-from tools.sandbox import Sandbox
-from tools.sandbox.app import SANDBOX_BASE_URL
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
 APPROVALS = FAST.model_copy(update={"parameters": {"approval_threshold_cents": 1000}})

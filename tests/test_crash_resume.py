@@ -24,12 +24,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agent_coordinator.core.results import WorkflowStatus
+from agent_coordinator.examples.orders.app import check_order_effects
+from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
 
-from agents.orders import check_order_effects
-from coordinator.results import WorkflowStatus
 from tests.test_orders_e2e import EXPECTED, example_orders
 from tests.test_sandbox_server import served
-from tools.sandbox import RemoteSandboxState
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ async def start_run(orders: Path, url: str, state: str, state_dir: Path, log: Pa
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "coordinator",
+            "agent_coordinator",
             "run",
             str(orders),
             "--services",

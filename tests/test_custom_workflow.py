@@ -11,12 +11,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from agents import Agent, ScriptedChatModel
-from coordinator import (
+from agent_coordinator import (
     MODES,
     Backoff,
     BusinessFailure,

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
+from agent_coordinator.graphs.checkpoints import describe_state, open_checkpointer
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import RunSettings, SqliteEventLog, WorkflowStatus, open_coordinator
-from coordinator.settings import Backoff
-from graphs.checkpoints import describe_state, open_checkpointer
+from agent_coordinator import RunSettings, SqliteEventLog, WorkflowStatus, open_coordinator
 from tests.test_orders_e2e import EXPECTED, example_orders
-from tools.sandbox import Sandbox, Scenario
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
 

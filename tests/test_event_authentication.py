@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.bus.base import DeadLetter
+from agent_coordinator.core.errors import UntrustedEvent
+from agent_coordinator.core.events import Event, EventFactory
+from agent_coordinator.core.run import Coordinator
+from agent_coordinator.core.saga import OWNER, Saga
+from agent_coordinator.core.signing import Keyring, KeyringError, keys_directory
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 
-from agents.orders import ORDER_FULFILMENT, order_agents
-from bus import InMemoryBus
-from bus.base import DeadLetter
-from coordinator import MODES, LogicalClock, MemoryEventLog, WorkflowStatus, open_coordinator
-from coordinator.errors import UntrustedEvent
-from coordinator.events import Event, EventFactory
-from coordinator.run import Coordinator
-from coordinator.saga import OWNER, Saga
-from coordinator.signing import Keyring, KeyringError, keys_directory
+from agent_coordinator import MODES, LogicalClock, MemoryEventLog, WorkflowStatus, open_coordinator
 from tests.test_orders_e2e import EXPECTED, FAST, example_orders
-from tools.sandbox import Sandbox, Scenario
 
 PARTICIPANTS = (OWNER, "inventory", "payment", "shipping")
 SAGA = Saga(ORDER_FULFILMENT, factory=EventFactory())

@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
+from agent_coordinator.core.eventlog import SqliteEventLog
 from typer.testing import CliRunner
 
-from coordinator.cli import app
-from coordinator.eventlog import SqliteEventLog
+from agent_coordinator.shell.cli import app
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 MODES = ("orchestration", "choreography")
 
 
@@ -93,8 +93,8 @@ def test_an_explicit_run_id_is_used_and_one_that_stands_for_another_run_is_refus
     )
     assert clash.exit_code == 2
     assert (
-        "run id nightly-42 already stands for an orchestration run of agents.orders:order_fulfilment_app"
-        in " ".join(clash.stderr.split())
+        "run id nightly-42 already stands for an orchestration run of "
+        "agent_coordinator.examples.orders:order_fulfilment_app" in " ".join(clash.stderr.split())
     )
     bad = cli.invoke(app, ["run", orders, "--run-id", "two words", "--state-dir", str(state)])
     assert bad.exit_code == 2 and "--run-id 'two words' is not a usable run id" in " ".join(bad.stderr.split())

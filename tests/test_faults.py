@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.faults import sabotage_order
+from agent_coordinator.examples.orders.invariants import check_orders
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 
-from agents.orders import ORDER_FULFILMENT, order_agents
-from bus import InMemoryBus
-from coordinator import (
+from agent_coordinator import (
     MODES,
     Backoff,
     LogicalClock,
@@ -22,14 +26,10 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.errors import CoordinatorError
-from coordinator.faults import PRESETS, CountingEventLog, FaultInjection, FaultPlan, Outage
-from coordinator.invariants import InvariantReport, events_of
-from tools.order_faults import sabotage_order
-from tools.order_invariants import check_orders
-from tools.sandbox import Sandbox, Scenario
+from agent_coordinator.lab.faults import PRESETS, CountingEventLog, FaultInjection, FaultPlan, Outage
+from agent_coordinator.lab.invariants import InvariantReport, events_of
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 FAST = RunSettings(
     tool_retries=Backoff(initial_delay=0.001, max_delay=0.004),
     compensation_retries=Backoff(initial_delay=0.001, max_delay=0.004),
@@ -162,8 +162,9 @@ def test_an_outage_of_a_participant_the_workflow_lacks_is_refused() -> None:
 
 
 def test_the_counting_log_counts_distinct_events() -> None:
-    from coordinator import EventFactory
-    from coordinator.saga import Saga
+    from agent_coordinator.core.saga import Saga
+
+    from agent_coordinator import EventFactory
 
     saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
     event = saga.started("o-1", {"order_id": "o-1"})
@@ -246,8 +247,9 @@ async def test_on_a_bus_without_the_switch_duplicates_are_published_twice() -> N
         seen.append(event.id)
 
     await bus.subscribe("g", ["OrderPlaced"], record)
-    from coordinator import EventFactory
-    from coordinator.saga import Saga
+    from agent_coordinator.core.saga import Saga
+
+    from agent_coordinator import EventFactory
 
     await bus.publish(Saga(ORDER_FULFILMENT, factory=EventFactory()).started("o-1", {}))
     await inner.wait_idle()

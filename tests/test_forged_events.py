@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.bus import EventBus
+from agent_coordinator.bus.base import DeadLetter
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory
+from agent_coordinator.core.run import Coordinator
+from agent_coordinator.core.saga import OWNER, Saga
+from agent_coordinator.core.signing import Keyring
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 
-from agents.orders import ORDER_FULFILMENT, order_agents
-from bus import EventBus
-from bus.base import DeadLetter
-from coordinator import WorkflowStatus, open_coordinator
-from coordinator.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory
-from coordinator.run import Coordinator
-from coordinator.saga import OWNER, Saga
-from coordinator.signing import Keyring
+from agent_coordinator import WorkflowStatus, open_coordinator
 from tests.services import NATS_URL, RABBITMQ_URL
 from tests.test_orders_e2e import FAST, example_orders
-from tools.sandbox import Sandbox, Scenario
 
 pytestmark = pytest.mark.services
 

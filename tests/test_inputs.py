@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agents.orders import ORDER_FULFILMENT
-from coordinator.inputs import InputProblem, read_inputs
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from agent_coordinator.shell.inputs import InputProblem, read_inputs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 GOOD = (EXAMPLES / "orders.jsonl").read_text().splitlines()[0]
 
 

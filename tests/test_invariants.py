@@ -7,18 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.core.events import Event
+from agent_coordinator.core.results import WorkflowResult
+from agent_coordinator.core.saga import Saga, StepReport
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.invariants import check_orders
+from agent_coordinator.examples.orders.sandbox import Sandbox
 
-from agents.orders import ORDER_FULFILMENT, order_agents
-from coordinator import EventFactory, LogicalClock, MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
-from coordinator.events import Event
-from coordinator.invariants import RULES, check_runs, events_of, render_trace
-from coordinator.results import WorkflowResult
-from coordinator.saga import Saga, StepReport
-from coordinator.settings import Backoff
-from tools.order_invariants import check_orders
-from tools.sandbox import Sandbox
+from agent_coordinator import EventFactory, LogicalClock, MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
+from agent_coordinator.lab.invariants import RULES, check_runs, events_of, render_trace
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001), compensation_retries=Backoff(initial_delay=0.001))
 SAGA = Saga(ORDER_FULFILMENT, factory=EventFactory(clock=LogicalClock()))
 INVENTORY, PAYMENT, SHIPPING = ORDER_FULFILMENT.steps

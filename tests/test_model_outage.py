@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import (
+from agent_coordinator import (
     MODES,
     Coordinator,
     LogicalClock,
@@ -34,11 +36,9 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.cli import app
-from coordinator.settings import Backoff
+from agent_coordinator.shell.cli import app
 from tests.openai_stub import Fault, OpenAIStub, StubServer
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
-from tools.sandbox import Sandbox
 
 #: Reached the payment step, so the payment model's outage stops them; o-1003 is out
 #: of stock at the first step, a business answer given before the outage mattered.
@@ -296,10 +296,10 @@ async def test_a_model_silent_past_the_step_timeout_stops_the_run(mode: str, stu
 async def test_a_refused_request_is_still_the_steps_failure_not_an_outage() -> None:
     """A model call refused for this request alone (here: a cassette replay miss) says
     nothing about the provider: the step fails and the run is compensated, as before."""
-    from agents.cassette import ReplayingChatModel
+    from agent_coordinator.agents.cassette import ReplayingChatModel
 
     sandbox, log = Sandbox(), MemoryEventLog()
-    replay = ReplayingChatModel(EXAMPLES / "cassettes" / "orders", agent="payment")
+    replay = ReplayingChatModel(EXAMPLES / "cassettes", agent="payment")
     order = dict(example_orders()[0], payment_method="tok_mastercard")  # not what was recorded
     async with session("orchestration", sandbox, {"payment": replay}, event_log=log) as coordinator:
         result = await coordinator.run(order)

@@ -7,11 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from langchain_core.language_models import BaseChatModel
-
-from agents import ScriptedChatModel
-from agents.cassette import RecordingChatModel, ReplayingChatModel
-from agents.models import (
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.agents.cassette import RecordingChatModel, ReplayingChatModel
+from agent_coordinator.agents.models import (
     DEFAULT_REQUEST_TIMEOUT,
     ModelChoice,
     is_transient_model_error,
@@ -19,7 +17,8 @@ from agents.models import (
     redact_secrets,
     resolve_model,
 )
-from coordinator.errors import BusinessFailure, ModelError, TransientFailure
+from agent_coordinator.core.errors import BusinessFailure, ModelError, TransientFailure
+from langchain_core.language_models import BaseChatModel
 
 AGENTS = ("inventory", "payment", "shipping")
 SHARED_FAKE = ScriptedChatModel(model_name="shared")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from agent_coordinator.agents import ScriptedChatModel, misbehave, scripted
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 from langchain_core.messages import AIMessage
 
-from agents import ScriptedChatModel, misbehave, scripted
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import MODES, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, open_coordinator
-from coordinator.settings import Backoff
+from agent_coordinator import MODES, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, open_coordinator
 from tests.test_orders_e2e import example_orders
-from tools.sandbox import Sandbox
 
 APPROVALS = RunSettings(
     tool_retries=Backoff(initial_delay=0.001),

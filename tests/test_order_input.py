@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.core.context import ToolCallContext, idempotency_key, idempotency_key_prefix
+from agent_coordinator.core.errors import InvalidInput
+from agent_coordinator.core.events import EventFactory, LogicalClock
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 from typer.testing import CliRunner
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import MODES, RunSettings, WorkflowStatus, arun_workflow
-from coordinator.cli import app
-from coordinator.context import ToolCallContext, idempotency_key, idempotency_key_prefix
-from coordinator.errors import InvalidInput
-from coordinator.events import EventFactory, LogicalClock
-from coordinator.invariants import check_runs
-from coordinator.saga import Saga
-from coordinator.settings import Backoff
-from tools.sandbox import Sandbox
+from agent_coordinator import MODES, RunSettings, WorkflowStatus, arun_workflow
+from agent_coordinator.lab.invariants import check_runs
+from agent_coordinator.shell.cli import app
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001), compensation_retries=Backoff(initial_delay=0.001))
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}

@@ -14,16 +14,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.core.app import AppOptions
+from agent_coordinator.core.errors import InvalidInput, WorkflowDefinitionError
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import (
+    ORDER_FULFILMENT,
+    charge_facts,
+    check_order_effects,
+    order_agents,
+    order_fulfilment_app,
+)
+from agent_coordinator.examples.orders.invariants import check_orders
+from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
 from typer.testing import CliRunner
 
-from agents.orders import ORDER_FULFILMENT, charge_facts, check_order_effects, order_agents, order_fulfilment_app
-from coordinator import MODES, LogicalClock, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, arun_workflow
-from coordinator.app import AppOptions
-from coordinator.cli import app
-from coordinator.errors import InvalidInput, WorkflowDefinitionError
-from coordinator.settings import Backoff
-from tools.order_invariants import check_orders
-from tools.sandbox import CatalogueItem, Sandbox, Scenario
+from agent_coordinator import (
+    MODES,
+    LogicalClock,
+    MemoryEventLog,
+    RunSettings,
+    StepStatus,
+    WorkflowStatus,
+    arun_workflow,
+)
+from agent_coordinator.shell.cli import app
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001), compensation_retries=Backoff(initial_delay=0.001))
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}

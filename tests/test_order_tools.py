@@ -7,14 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_coordinator.core.context import ToolCallContext
+from agent_coordinator.core.errors import BusinessFailure, InvalidArguments, StepError, TransientFailure
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
+from agent_coordinator.examples.orders.tools import Order, OrderItem, ServiceUrls, order_tools
+from agent_coordinator.tools.http import call_service
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
-
-from coordinator.context import ToolCallContext
-from coordinator.errors import BusinessFailure, InvalidArguments, StepError, TransientFailure
-from tools.http import call_service
-from tools.orders import Order, OrderItem, ServiceUrls, order_tools
-from tools.sandbox import Sandbox, Scenario
 
 CTX = ToolCallContext("o-1", "payment", "charge_payment")
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}

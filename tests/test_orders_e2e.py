@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.agents import ScriptedChatModel, misbehave
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from langchain_core.language_models import BaseChatModel
 
-from agents import ScriptedChatModel, misbehave
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from bus import InMemoryBus
-from coordinator import (
+from agent_coordinator import (
     MODES,
     LogicalClock,
     MemoryEventLog,
@@ -23,10 +25,8 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.settings import Backoff
-from tools.sandbox import Sandbox, Scenario
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 
 EXPECTED = {
     "o-1001": WorkflowStatus.COMPLETED,

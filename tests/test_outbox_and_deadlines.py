@@ -7,18 +7,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.bus.choreography import Choreography
+from agent_coordinator.bus.outbox import OutboxRelay, ParticipantStore, PostgresOutbox, SqliteOutbox
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from agents.runner import StepRunner
-from bus import InMemoryBus
-from bus.choreography import Choreography
-from bus.outbox import OutboxRelay, ParticipantStore, PostgresOutbox, SqliteOutbox
-from coordinator import EventFactory, MemoryEventLog, RunSettings, WorkflowStatus
-from coordinator.saga import Saga
-from coordinator.settings import Backoff
+from agent_coordinator import EventFactory, MemoryEventLog, RunSettings, WorkflowStatus
 from tests.services import POSTGRES_URL, require_service
 from tests.test_orders_e2e import EXPECTED, example_orders
-from tools.sandbox import Sandbox
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
 

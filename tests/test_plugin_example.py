@@ -7,16 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from agent_coordinator.agents import misbehave
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from agents import Agent, misbehave
-from agents.orders import ORDER_FULFILMENT, order_agents
-from agents.pytest_plugin import ReplayingModelFactory, SandboxServices, ScriptedModelFactory
-from bus import InMemoryBus
-from coordinator import (
+from agent_coordinator import (
     MODES,
     BusinessFailure,
     Step,
@@ -26,6 +26,7 @@ from coordinator import (
     arun_workflow,
     tool_call_context,
 )
+from agent_coordinator.testing import ReplayingModelFactory, SandboxServices, ScriptedModelFactory
 
 # -- the workflow under test: book a flight, then a hotel; cancel the flight if no hotel ----
 

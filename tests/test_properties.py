@@ -4,12 +4,12 @@ every invariant.
 Hypothesis draws a workflow (1-6 steps over 1-6 agents, some steps without an
 undo), tools that keep an in-memory ledger keyed by idempotency key (like
 ``tests/test_custom_workflow.py``), a handful of runs and a seeded
-:class:`~coordinator.faults.FaultPlan`: business failures at random steps,
+:class:`~agent_coordinator.lab.faults.FaultPlan`: business failures at random steps,
 transient failures, latency on the way in and on the way back, step timeouts,
 misbehaving models (unknown tool, malformed arguments, a wrong amount, no call,
 parallel calls, an unasked compensation), duplicate delivery, one participant
 down for a while (with a run deadline in choreography). Every run must then
-satisfy :func:`coordinator.invariants.check_runs`: it ended, no event was caused
+satisfy :func:`agent_coordinator.lab.invariants.check_runs`: it ended, no event was caused
 twice, its compensations are complete, no effect happened twice, and it holds
 exactly what its outcome says.
 
@@ -33,15 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.agent import Agent
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel
 
-from agents import Agent, ScriptedChatModel
-from bus import InMemoryBus
-from coordinator import (
+from agent_coordinator import (
     MODES,
     Backoff,
     BusinessFailure,
@@ -55,8 +56,8 @@ from coordinator import (
     open_coordinator,
     tool_call_context,
 )
-from coordinator.faults import MISBEHAVIOURS, FaultInjection, FaultPlan, Outage
-from coordinator.invariants import InvariantReport, check_runs, events_of
+from agent_coordinator.lab.faults import MISBEHAVIOURS, FaultInjection, FaultPlan, Outage
+from agent_coordinator.lab.invariants import InvariantReport, check_runs, events_of
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "25"))
 SEED = int(os.environ.get("PROPERTY_SEED", "0"))

@@ -14,13 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_coordinator.agents.cassette import RecordedExchange, RecordingChatModel, ReplayingChatModel, load_cassette
+from agent_coordinator.agents.models import resolve_model
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI  # the dev extra installs it: these tests must not skip
 
-from agents.cassette import RecordedExchange, RecordingChatModel, ReplayingChatModel, load_cassette
-from agents.models import resolve_model
-from agents.orders import ORDER_FULFILMENT, check_order_effects, order_agents
-from coordinator import (
+from agent_coordinator import (
     MODES,
     LogicalClock,
     MemoryEventLog,
@@ -30,13 +32,11 @@ from coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
-from coordinator.settings import Backoff
 from tests.openai_stub import HALLUCINATED_TOOL, Fault, OpenAIStub, StubServer
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
-from tools.sandbox import Sandbox
 
 AGENTS = tuple(dict.fromkeys(step.agent for step in ORDER_FULFILMENT.steps))
-COMMITTED_CASSETTE = EXAMPLES / "cassettes" / "orders"
+COMMITTED_CASSETTE = EXAMPLES / "cassettes"
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ async def test_a_recorded_session_replays_identically_without_the_server(
 async def test_the_committed_cassette_is_what_the_stub_records_today(tmp_path: Path, stub_server: StubServer) -> None:
     """Guards the committed cassette against drift: a change to the prompts, the tools or
     the stub shows up here first. Record it again with
-    ``python -m tests.openai_stub record examples/cassettes/orders`` (after emptying it)."""
+    ``python -m tests.openai_stub record examples/orders/cassettes`` (after emptying it)."""
     fresh = tmp_path / "fresh"
     with stub_server.serving(OpenAIStub()) as url:
         async with chat_openai(url) as model:

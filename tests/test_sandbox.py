@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-from coordinator.errors import InvalidInput
-from tools.sandbox import CatalogueItem, Sandbox, Scenario
+from agent_coordinator.core.errors import InvalidInput
+from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
 
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}
 

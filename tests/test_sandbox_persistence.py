@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from coordinator.errors import InvalidInput
-from tools.sandbox import CatalogueItem, Sandbox, Scenario
+from agent_coordinator.core.errors import InvalidInput
+from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}
@@ -260,7 +259,7 @@ async def test_two_sandboxes_on_one_store_share_writes(store: Path, opened: list
 _WRITER = textwrap.dedent(
     """
     import asyncio, json, sys
-    from tools.sandbox import Sandbox
+    from agent_coordinator.examples.orders.sandbox import Sandbox
 
     async def main(store, worker):
         sandbox = Sandbox(store=store)

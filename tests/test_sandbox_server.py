@@ -17,14 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-
-from agents.orders import ORDER_FULFILMENT, order_fulfilment_app
-from coordinator.app import AppOptions
-from coordinator.context import ToolCallContext
-from coordinator.errors import BusinessFailure, InvalidInput
-from tools.orders import ServiceUrls, order_tools
-from tools.sandbox import SANDBOX_BASE_URL, RemoteSandboxState, Sandbox, SandboxState
-from tools.sandbox.__main__ import main
+from agent_coordinator.core.app import AppOptions
+from agent_coordinator.core.context import ToolCallContext
+from agent_coordinator.core.errors import BusinessFailure, InvalidInput
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
+from agent_coordinator.examples.orders.sandbox import SANDBOX_BASE_URL, RemoteSandboxState, Sandbox, SandboxState
+from agent_coordinator.examples.orders.sandbox.__main__ import main
+from agent_coordinator.examples.orders.tools import ServiceUrls, order_tools
 
 pytest.importorskip("uvicorn")
 
@@ -36,7 +35,7 @@ ITEMS = [{"sku": "SKU-APPLE", "quantity": 2}, {"sku": "SKU-FIG", "quantity": 1}]
 
 
 class Served:
-    """A ``python -m tools.sandbox`` process and the URL it announced."""
+    """A ``python -m agent_coordinator.examples.orders.sandbox`` process and the URL it announced."""
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str, store: str) -> None:
         self.proc, self.url, self.store = proc, url, store
@@ -54,7 +53,7 @@ async def served(log: Path, *args: str) -> AsyncIterator[Served]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tools.sandbox",
+            "agent_coordinator.examples.orders.sandbox",
             "--port",
             "0",
             *args,

@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_coordinator.agents.fake import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents, order_fulfilment_app
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.tools import Order
+from agent_coordinator.graphs.orchestrator import RunState, build_graph
+from agent_coordinator.graphs.studio import compile_graph, make_graph, studio_graph
+from agent_coordinator.graphs.supervisor import ModelSupervisor
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -16,11 +26,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, TypeAdapter
 from typer.testing import CliRunner
 
-from agents import Agent
-from agents.fake import ScriptedChatModel
-from agents.orders import ORDER_FULFILMENT, order_agents, order_fulfilment_app
-from agents.runner import StepRunner
-from coordinator import (
+from agent_coordinator import (
     EventFactory,
     MemoryEventLog,
     SqliteEventLog,
@@ -29,14 +35,8 @@ from coordinator import (
     Workflow,
     WorkflowDefinitionError,
 )
-from coordinator.cli import app
-from coordinator.saga import Saga
-from graphs.orchestrator import RunState, build_graph
-from graphs.studio import compile_graph, make_graph, studio_graph
-from graphs.supervisor import ModelSupervisor
+from agent_coordinator.shell.cli import app
 from tests.test_orders_e2e import example_orders
-from tools.orders import Order
-from tools.sandbox import Sandbox
 
 ORDER = example_orders()[0]  # o-1001: completes
 
@@ -164,9 +164,10 @@ def test_an_input_field_named_like_a_state_key_is_refused() -> None:
         ),
     )
 
-    from agents.runner import StepRunner
-    from coordinator import EventFactory, MemoryEventLog
-    from coordinator.saga import Saga
+    from agent_coordinator.core.runner import StepRunner
+    from agent_coordinator.core.saga import Saga
+
+    from agent_coordinator import EventFactory, MemoryEventLog
 
     @tool
     def run_job(job_id: str) -> str:
@@ -227,7 +228,7 @@ async def test_with_a_model_supervisor_every_worker_reports_back_to_it() -> None
 async def test_an_approval_given_by_a_process_without_the_threshold_is_still_recorded() -> None:
     """`coordinator approve ID` without repeating `--param`: the step pauses on the
     request it logged and records the decision (it used to charge without either)."""
-    from coordinator import LogicalClock, RunSettings, open_coordinator
+    from agent_coordinator import LogicalClock, RunSettings, open_coordinator
 
     sandbox, log, saver = Sandbox(), MemoryEventLog(), InMemorySaver()
     asking = RunSettings(parameters={"approval_threshold_cents": 1})

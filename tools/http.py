@@ -7,9 +7,9 @@ a tool body is one line and the coordinator only ever sees our errors:
 answer                                          raised
 ==============================================  ==========================================
 2xx with a JSON object body (or no body)        -- (the object, or ``{}``, is returned)
-402, 409, or 422 with ``"error": "business"``   :class:`~coordinator.errors.BusinessFailure`
-400, 404, 422, any other 4xx                    :class:`~coordinator.errors.InvalidArguments`
-408, 429, 5xx, timeout, connection failure      :class:`~coordinator.errors.TransientFailure`
+402, 409, or 422 with ``"error": "business"``   :class:`~agent_coordinator.core.errors.BusinessFailure`
+400, 404, 422, any other 4xx                    :class:`~agent_coordinator.core.errors.InvalidArguments`
+408, 429, 5xx, timeout, connection failure      :class:`~agent_coordinator.core.errors.TransientFailure`
 ==============================================  ==========================================
 
 Business refusal convention: a service refuses on business grounds with **HTTP 409**
@@ -23,9 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-
-from coordinator.context import ToolCallContext
-from coordinator.errors import BusinessFailure, InvalidArguments, TransientFailure
+from agent_coordinator.core.context import ToolCallContext
+from agent_coordinator.core.errors import BusinessFailure, InvalidArguments, TransientFailure
 
 __all__ = ["IDEMPOTENCY_HEADER", "call_service"]
 

@@ -4,7 +4,7 @@ The supervisor only runs what the workflow lists, so the change is a new step (w
 its agent, its tool and its three events), a new workflow that ends with it, and an
 app that hands the orchestrator the new agent. Run it with::
 
-    coordinator run examples/orders.jsonl --workflow examples.notification.orchestration:app
+    coordinator run examples/orders/orders.jsonl --workflow examples.notification.orchestration:app
 
 Every order now takes one more model call, and a notification that fails cancels the
 order (refund, release, cancel): a step is all or nothing.
@@ -17,15 +17,16 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.core.app import AppEnvironment, AppOptions, WorkflowApp
+from agent_coordinator.examples.notification.service import Notifications
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel
 
-from agents import Agent, ScriptedChatModel
-from agents.orders import ORDER_FULFILMENT, order_fulfilment_app
-from coordinator import Step, StepEvents, Workflow, tool_call_context
-from coordinator.app import AppEnvironment, AppOptions, WorkflowApp
-from examples.notification.service import Notifications
+from agent_coordinator import Step, StepEvents, Workflow, tool_call_context
 
 
 class NotifyArgs(BaseModel):

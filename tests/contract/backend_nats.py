@@ -13,13 +13,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from agent_coordinator.bus import EventBus
 
-from bus import EventBus
 from tests.contract.backend import BackendConfig
 from tests.services import NATS_URL, require_service
 
 if TYPE_CHECKING:
-    from bus.nats import JetStreamBus
+    from agent_coordinator.bus.nats import JetStreamBus
 
 __all__ = ["NATS_BACKENDS", "open_throwaway_jetstream_bus"]
 
@@ -33,8 +33,7 @@ async def open_throwaway_jetstream_bus(**options: Any) -> JetStreamBus:
     require_service("nats")
     import nats  # imported late: nats-py is an optional extra
     import nats.errors
-
-    from bus.nats import JetStreamBus
+    from agent_coordinator.bus.nats import JetStreamBus
 
     class ThrowawayJetStreamBus(JetStreamBus):
         _streams_deleted = False
@@ -67,7 +66,7 @@ async def _open_nats(**options: Any) -> EventBus:
 
 
 async def _settle_nats(bus: EventBus) -> None:
-    from bus.nats import JetStreamBus
+    from agent_coordinator.bus.nats import JetStreamBus
 
     assert isinstance(bus, JetStreamBus)
     await bus.wait_idle(timeout=5.0)

@@ -1,4 +1,4 @@
-"""The event bus contract (see :mod:`bus.base`), run against every backend in ``BACKENDS``.
+"""The event bus contract (see :mod:`agent_coordinator.bus.base`), run against every backend in ``BACKENDS``.
 
 A backend is ready when it passes this file. Every test uses fresh group and type
 names, waits on events/futures with timeouts (never sleeps for correctness), and
@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 import pytest
+from agent_coordinator.bus import EventBus, Handler
+from agent_coordinator.core.errors import BusClosed, MalformedEvent, UntrustedEvent
+from agent_coordinator.core.events import Event, EventFactory
 
-from bus import EventBus, Handler
-from coordinator.errors import BusClosed, MalformedEvent, UntrustedEvent
-from coordinator.events import Event, EventFactory
 from tests.contract.backend import BackendConfig, BusFactory
 
 WAIT = 5.0  # seconds any single wait may take before the test fails

@@ -8,10 +8,9 @@ import logging
 import uuid
 
 import pytest
-
-from bus import EventBus, InMemoryBus, Subscription, open_bus
-from coordinator.errors import BusError
-from coordinator.events import Event, EventFactory
+from agent_coordinator.bus import EventBus, InMemoryBus, Subscription, open_bus
+from agent_coordinator.core.errors import BusError
+from agent_coordinator.core.events import Event, EventFactory
 
 
 def unique(prefix: str) -> str:
@@ -163,7 +162,7 @@ async def test_dead_lettering_is_logged_with_the_error(caplog: pytest.LogCapture
 
         group = unique("g")
         await bus.subscribe(group, ["T"], failing)
-        with caplog.at_level(logging.WARNING, logger="bus.memory"):
+        with caplog.at_level(logging.WARNING, logger="agent_coordinator.bus.memory"):
             await bus.publish(make_event("T"))
             await bus.wait_idle(timeout=2)
 

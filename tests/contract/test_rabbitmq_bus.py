@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import aio_pika
 import pytest
+from agent_coordinator.bus import EventBus, Subscription, open_bus
+from agent_coordinator.bus.rabbitmq import MALFORMED_MESSAGE_TYPE, RabbitMQBus
+from agent_coordinator.core.errors import BusError
+from agent_coordinator.core.events import Event, EventFactory
 
-from bus import EventBus, Subscription, open_bus
-from bus.rabbitmq import MALFORMED_MESSAGE_TYPE, RabbitMQBus
-from coordinator.errors import BusError
-from coordinator.events import Event, EventFactory
 from tests.contract.backend_rabbitmq import DisposableRabbitMQBus, open_rabbitmq_bus
 from tests.services import RABBITMQ_URL, require_service
 
@@ -141,7 +141,7 @@ async def test_subscribe_rejects_the_reserved_group_and_wildcard_types_before_co
 
 def test_open_bus_without_aio_pika_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aio_pika", None)  # makes `import aio_pika` fail
-    monkeypatch.delitem(sys.modules, "bus.rabbitmq")
+    monkeypatch.delitem(sys.modules, "agent_coordinator.bus.rabbitmq")
     with pytest.raises(BusError, match=r"pip install 'agent-coordinator\[rabbitmq\]'"):
         open_bus("amqp://guest:guest@127.0.0.1:5672/")
 

@@ -1,0 +1,1 @@
+"""The shell: the ``coordinator`` command line, on top of every other layer."""

@@ -1,0 +1,352 @@
+"""The public entry: run a workflow, in the mode a flag picks.
+
+``mode`` is the only thing in the public API that depends on the coordination mode;
+everything else (the workflow, the agents, the results, the events) is the same in
+both. This module is the one place that knows both coordinators; it imports them
+lazily so the kernel does not depend on ``graphs`` or ``bus``.
+
+::
+
+    async with open_coordinator(workflow, agents=agents, mode="choreography") as coordinator:
+        result = await coordinator.run({"order_id": "o-1", ...})
+
+    result = run_workflow(workflow, order, agents=agents, mode="orchestration")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
+from agent_coordinator.core.events import Clock, EventFactory
+from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
+from agent_coordinator.core.saga import OWNER, Saga
+from agent_coordinator.core.settings import RunSettings
+from agent_coordinator.core.workflow import Workflow
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from agent_coordinator.core.agent import Agent
+    from agent_coordinator.core.signing import Keyring
+
+__all__ = ["MODES", "Coordinator", "Engine", "Mode", "arun_workflow", "open_coordinator", "run_workflow"]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["orchestration", "choreography"]
+MODES: tuple[Mode, ...] = ("orchestration", "choreography")
+
+
+class Engine(Protocol):
+    """What a coordination mode provides.
+
+    * ``run`` -- run one validated input until it ends or pauses for an approval;
+    * ``resume`` -- carry on a run that stopped short (a crash) until it ends;
+    * ``decide`` -- answer a pending approval (``{"approved", "by", "note"}``);
+    * ``aclose`` -- release what the engine opened.
+    """
+
+    mode: str
+
+    async def run(self, input: BaseModel) -> WorkflowResult: ...
+
+    async def resume(self, workflow_id: str) -> WorkflowResult: ...
+
+    async def decide(self, workflow_id: str, decision: dict[str, Any]) -> WorkflowResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Coordinator:
+    """A workflow bound to its agents and a coordination engine; mode-independent.
+
+    Validates inputs (raising :class:`~agent_coordinator.core.errors.InvalidInput` naming every
+    bad field) and runs them, one at a time or many concurrently.
+
+    A workflow id is a durable identity, the same in both modes: the event log is
+    the record, so an id whose run the log shows ended is answered from it (the
+    result is marked ``recorded``; nothing runs again), and an id whose run is in the
+    log but not ended is carried on (:meth:`resume`) instead of started twice.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        engine: Engine,
+        *,
+        saga: Saga,
+        event_log: EventLog,
+        run_id: str,
+        forget_ended: bool = False,
+    ) -> None:
+        self.workflow = workflow
+        self.engine = engine
+        self.saga = saga
+        self.event_log = event_log
+        self.run_id = run_id
+        # A log the coordinator made itself is only a working record: an ended run's
+        # events are in its result, so they are dropped to keep memory flat.
+        self._forget_ended = forget_ended and isinstance(event_log, MemoryEventLog)
+
+    def _ended(self, result: WorkflowResult) -> WorkflowResult:
+        if self._forget_ended and result.status.ended:
+            assert isinstance(self.event_log, MemoryEventLog)
+            self.event_log.forget(result.workflow_id)
+        return result
+
+    @property
+    def mode(self) -> str:
+        return self.engine.mode
+
+    def recorded(self, workflow_id: str) -> WorkflowResult | None:
+        """``workflow_id``'s result as the event log records it, if its run ended; else None."""
+        logged = self.event_log.events(workflow_id)
+        if logged and self.saga.is_terminal(logged[-1].type):
+            return self.saga.result(workflow_id, logged, mode=self.mode, recorded=True)
+        return None
+
+    async def _run(self, item: BaseModel) -> WorkflowResult:
+        workflow_id = self.workflow.workflow_id(item)
+        answer = self.recorded(workflow_id)
+        if answer is not None:
+            return answer
+        if self.event_log.events(workflow_id):
+            return self._ended(await self.engine.resume(workflow_id))
+        return self._ended(await self.engine.run(item))
+
+    async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
+        """Validate ``input`` (a mapping, JSON text or model) and run it to its end (or
+        to a pause for a person); an id the log knows is answered or carried on."""
+        return await self._run(self.workflow.validate_input(input, context=context))
+
+    async def resume(self, workflow_id: str) -> WorkflowResult:
+        """Carry on the run of ``workflow_id`` that stopped short, until it ends (an
+        ended one is answered from the log). Raises CoordinatorError when the log and
+        the engine know nothing of it."""
+        answer = self.recorded(workflow_id)
+        if answer is not None:
+            return answer
+        return self._ended(await self.engine.resume(workflow_id))
+
+    async def approve(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
+        """Approve the step ``workflow_id`` is waiting on; the run carries on."""
+        return self._ended(await self.engine.decide(workflow_id, {"approved": True, "by": by, "note": note}))
+
+    async def reject(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
+        """Reject the step ``workflow_id`` is waiting on: it fails, the rest is undone."""
+        return self._ended(await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note}))
+
+    def _stopped(self, workflow_id: str, exc: Exception) -> WorkflowResult:
+        """A run the coordinator could not carry on: ``failed`` (not ended; resumable)
+        with the reason, from what the log holds -- one run's trouble is not the batch's."""
+        log.error("run %s stopped: %s", workflow_id, exc, exc_info=not isinstance(exc, CoordinatorError))
+        result = self.saga.result(workflow_id, self.event_log.events(workflow_id), mode=self.mode)
+        if result.status.ended:
+            return result
+        return result.model_copy(
+            update={"status": WorkflowStatus.FAILED, "reason": f"the coordinator could not carry the run on: {exc}"}
+        )
+
+    async def stream(
+        self, inputs: Iterable[BaseModel] | AsyncIterable[BaseModel], *, concurrency: int = 16
+    ) -> AsyncIterator[WorkflowResult]:
+        """Run validated inputs with at most ``concurrency`` in flight and yield each
+        result as its run ends (or pauses), in the order they end.
+
+        Inputs are pulled as slots free up, so neither the inputs nor the results of a
+        long batch are held in memory at once. A run that raises yields a ``failed``
+        result with the reason instead of stopping the others.
+        """
+        async for result in self._each(inputs, self._run, self.workflow.workflow_id, concurrency):
+            yield result
+
+    async def resume_stream(
+        self, workflow_ids: Iterable[str], *, concurrency: int = 16
+    ) -> AsyncIterator[WorkflowResult]:
+        """:meth:`resume` each of ``workflow_ids`` (at most ``concurrency`` at once),
+        yielding results as they end; one that cannot be resumed yields ``failed``."""
+        async for result in self._each(workflow_ids, self.resume, str, concurrency):
+            yield result
+
+    async def _each(
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        act: Callable[[Any], Awaitable[WorkflowResult]],
+        identify: Callable[[Any], str],
+        concurrency: int,
+    ) -> AsyncIterator[WorkflowResult]:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        source = _aiter(items)
+        running: set[asyncio.Task[WorkflowResult]] = set()
+
+        async def one(item: Any) -> WorkflowResult:
+            try:
+                return await act(item)
+            except Exception as exc:
+                return self._stopped(identify(item), exc)
+
+        exhausted = False
+        try:
+            while running or not exhausted:
+                while not exhausted and len(running) < concurrency:
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.ensure_future(one(item)))
+                if not running:
+                    break
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def run_many(
+        self,
+        inputs: Iterable[BaseModel],
+        *,
+        concurrency: int = 16,
+        on_result: Callable[[WorkflowResult], Awaitable[None] | None] | None = None,
+    ) -> list[WorkflowResult]:
+        """Run validated inputs with at most ``concurrency`` in flight; results in input
+        order. (:meth:`stream` does the same without holding every result.)"""
+        items = list(inputs)
+        order = {self.workflow.workflow_id(item): i for i, item in enumerate(items)}
+        results: list[WorkflowResult | None] = [None] * len(items)
+        async for result in self.stream(items, concurrency=concurrency):
+            results[order[result.workflow_id]] = result
+            if on_result is not None:
+                maybe = on_result(result)
+                if maybe is not None:
+                    await maybe
+        return [r for r in results if r is not None]
+
+
+async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(inputs, AsyncIterable):
+        async for item in inputs:
+            yield item
+    else:
+        for item in inputs:
+            yield item
+
+
+@asynccontextmanager
+async def open_coordinator(
+    workflow: Workflow,
+    *,
+    agents: Sequence[Agent],
+    mode: Mode | str = "orchestration",
+    settings: RunSettings | None = None,
+    event_log: EventLog | None = None,
+    clock: Clock | None = None,
+    run_id: str | None = None,
+    checkpointer: Any = None,
+    bus: Any = None,
+    concurrency: int = 16,
+    supervisor_model: Any = None,
+    participants: Sequence[str] | None = None,
+    participant_store: Any = None,
+    deadline: float | None = None,
+    keys: Keyring | None = None,
+) -> AsyncIterator[Coordinator]:
+    """Build the coordinator for ``mode`` and close it on exit.
+
+    * ``orchestration`` uses ``checkpointer`` (a LangGraph ``BaseCheckpointSaver``;
+      default in-memory); ``supervisor_model`` (a chat model) makes the supervisor
+      choose agents through handoff tools instead of by rule;
+    * ``choreography`` uses ``bus`` (an :class:`bus.EventBus`; default a fresh
+      in-memory bus, closed on exit) with ``concurrency`` handlers per participant;
+      ``participants`` picks the ones this process hosts (default: all),
+      ``participant_store`` gives them an outbox and inbox (:mod:`agent_coordinator.bus.outbox`), and
+      ``deadline`` (seconds) fails a run's stuck step when it passes;
+    * ``keys`` (a :class:`~agent_coordinator.core.signing.Keyring`) signs every event as its
+      emitter, in either mode, and in choreography makes every participant refuse
+      events not signed by an emitter allowed to emit them. Signatures are
+      deterministic, so both modes still emit byte-identical events. Without keys,
+      events are unsigned (see :class:`agent_coordinator.bus.choreography.Choreography` on brokers).
+
+    Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the workflow and
+    agents don't fit, and :class:`CoordinatorError` for an unknown mode.
+    """
+    from agent_coordinator.core.runner import StepRunner
+
+    settings = settings or RunSettings()
+    own_log = event_log is None
+    event_log = event_log if event_log is not None else MemoryEventLog()
+    run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+    runner = StepRunner(workflow, agents, settings=settings)
+    saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock, signer=keys))
+    if keys is not None and mode == "orchestration":
+        # One process emits every participant's events: it must hold every key.
+        for participant in (OWNER, *workflow.agent_names):
+            keys.ensure_signer(participant)
+    engine: Engine
+    own_bus = None
+    if mode == "orchestration":
+        from agent_coordinator.graphs.orchestrator import Orchestrator
+        from agent_coordinator.graphs.supervisor import ModelSupervisor
+
+        supervisor = None
+        if supervisor_model is not None:
+            supervisor = ModelSupervisor(
+                supervisor_model, workflow, max_reasks=settings.max_reasks, retries=settings.tool_retries
+            )
+        engine = Orchestrator(
+            runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id, supervisor=supervisor
+        )
+    elif mode == "choreography":
+        from agent_coordinator.bus import InMemoryBus
+        from agent_coordinator.bus.choreography import Choreography
+
+        if bus is None:
+            bus = own_bus = InMemoryBus()
+        choreography = Choreography(
+            runner,
+            saga,
+            bus=bus,
+            event_log=event_log,
+            run_id=run_id,
+            concurrency=concurrency,
+            participants=participants,
+            store=participant_store,
+            deadline=deadline,
+            keys=keys,
+        )
+        await choreography.start()
+        engine = choreography
+    else:
+        raise CoordinatorError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    try:
+        yield Coordinator(workflow, engine, saga=saga, event_log=event_log, run_id=run_id, forget_ended=own_log)
+    finally:
+        await engine.aclose()
+        if own_bus is not None:
+            await own_bus.close()
+
+
+async def arun_workflow(
+    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
+) -> WorkflowResult:
+    """Run one workflow input to its end; see :func:`open_coordinator` for ``options``."""
+    async with open_coordinator(workflow, agents=agents, mode=mode, **options) as coordinator:
+        return await coordinator.run(input)
+
+
+def run_workflow(
+    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
+) -> WorkflowResult:
+    """Blocking twin of :func:`arun_workflow` (starts its own event loop)."""
+    return asyncio.run(arun_workflow(workflow, input, agents=agents, mode=mode, **options))
