@@ -25,7 +25,6 @@ import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from agent_coordinator.core.task import Task, parse_task
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
@@ -46,6 +45,8 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import PrivateAttr
+
+from agent_coordinator.core.task import Task, parse_task
 
 __all__ = [
     "BOGUS_FIELD",

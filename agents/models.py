@@ -32,9 +32,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from langchain_core.language_models import BaseChatModel
+
 from agent_coordinator.agents.fake import ScriptedChatModel
 from agent_coordinator.core.errors import CoordinatorError, ModelError
-from langchain_core.language_models import BaseChatModel
 
 __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",

@@ -14,15 +14,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel
+
+from agent_coordinator import Workflow
 from agent_coordinator.agents.fake import Policy, follow_task
 from agent_coordinator.core.agent import Agent
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
 from agent_coordinator.examples.orders.tools import order_tools
-from langchain_core.tools import BaseTool
-from pydantic import BaseModel
-
-from agent_coordinator import Workflow
 from benchmarks.measure import Request
 from benchmarks.synthetic import Ledger, generate_jobs, generated_agents, generated_tools, generated_workflow
 from benchmarks.workload import BenchmarkChatModel, benchmark_world, generate_orders

@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agent_coordinator import WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Choreography, Orchestration
 from benchmarks.apps import App, open_app
 from benchmarks.backends import open_bus_for_benchmark, open_checkpointer
 from benchmarks.measure import Counts, Measurement, Request, count_checkpoint_writes, measure
@@ -37,7 +38,7 @@ async def run_orchestration(request: Request) -> Measurement:
         open_app(request) as app,
         open_checkpointer(str(request.options.get("checkpointer", "default"))) as saver,
         open_coordinator(
-            app.workflow, agents=app.agents, mode="orchestration", checkpointer=saver, **_supervisor(request, app)
+            app.workflow, agents=app.agents, mode=Orchestration(checkpointer=saver), **_supervisor(request, app)
         ) as coordinator,
     ):
         engine: Any = coordinator.engine
@@ -74,7 +75,9 @@ async def run_choreography(request: Request) -> Measurement:
             str(request.options.get("bus", "memory://")), **dict(request.options.get("bus_options", {}))
         ) as bus,
         open_coordinator(
-            app.workflow, agents=app.agents, mode="choreography", bus=bus, concurrency=request.concurrency
+            app.workflow,
+            agents=app.agents,
+            mode=Choreography(bus=bus, concurrency=request.concurrency),
         ) as coordinator,
     ):
 

@@ -47,9 +47,6 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypedDict
 
-from agent_coordinator.agents.fake import ToolSpec, follow_task, scripted
-from agent_coordinator.core.task import render_task
-from agent_coordinator.examples.orders.tools import LineItem, Order
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import merge_configs
@@ -57,6 +54,9 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
 from agent_coordinator import Backoff, BusinessFailure, Step, ToolCallContext, TransientFailure, Workflow
+from agent_coordinator.agents.fake import ToolSpec, follow_task, scripted
+from agent_coordinator.core.task import render_task
+from agent_coordinator.examples.orders.tools import LineItem, Order
 from benchmarks.apps import App, open_app
 from benchmarks.backends import DEFAULT_URLS, open_checkpointer, require_module, require_reachable
 from benchmarks.measure import Counts, Measurement, Request, count_checkpoint_writes, measure

@@ -14,13 +14,13 @@ API only, like ``tests/test_custom_workflow.py``.
 
 from typing import Any
 
-from agent_coordinator.core.agent import Agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_coordinator import BusinessFailure, Step, StepEvents, Workflow, tool_call_context
+from agent_coordinator.core.agent import Agent
 
 __all__ = ["Job", "Ledger", "generate_jobs", "generated_agents", "generated_workflow", "step_name"]
 

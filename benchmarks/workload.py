@@ -23,13 +23,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent_coordinator.agents.fake import ScriptedChatModel
-from agent_coordinator.examples.orders.sandbox import CatalogueItem, Scenario, default_catalogue
-from agent_coordinator.examples.orders.tools import Order
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import PrivateAttr
+
+from agent_coordinator.agents.fake import ScriptedChatModel
+from agent_coordinator.examples.orders.sandbox import CatalogueItem, Scenario, default_catalogue
+from agent_coordinator.examples.orders.tools import Order
 
 __all__ = ["EXAMPLE_ORDERS", "UNLIMITED_STOCK", "BenchmarkChatModel", "benchmark_world", "generate_orders"]
 

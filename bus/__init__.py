@@ -1,4 +1,5 @@
-"""Event buses: the :class:`EventBus` seam, its backends, and :func:`open_bus`.
+"""Choreography on event buses: the :class:`EventBus` seam, its backends, :func:`open_bus`,
+and the mode itself (:class:`Choreography`, whose engine is :class:`Choreographer`).
 
 ``open_bus(url)`` picks a backend by URL scheme: ``memory://`` (the
 :class:`InMemoryBus`), ``amqp://`` / ``amqps://`` (RabbitMQ, :mod:`agent_coordinator.bus.rabbitmq`)
@@ -27,11 +28,14 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from agent_coordinator.bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
+from agent_coordinator.bus.choreography import Choreographer, Choreography
 from agent_coordinator.bus.memory import InMemoryBus
 from agent_coordinator.core.errors import BusError
 
 __all__ = [
     "BusStats",
+    "Choreographer",
+    "Choreography",
     "DeadLetter",
     "EventBus",
     "Handler",

@@ -41,8 +41,12 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from agent_coordinator.bus.base import EventBus, Handler, Subscription
 from agent_coordinator.bus.memory import InMemoryBus
@@ -54,9 +58,16 @@ from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.core.runner import StepRunner
 from agent_coordinator.core.saga import OWNER, Action, NextAction, Saga, StepReport
 from agent_coordinator.core.signing import Keyring
-from pydantic import BaseModel
 
-__all__ = ["OWNER", "PROJECTION", "Choreography", "Inbox", "StatusProjection", "subscription_tables"]
+__all__ = [
+    "OWNER",
+    "PROJECTION",
+    "Choreographer",
+    "Choreography",
+    "Inbox",
+    "StatusProjection",
+    "subscription_tables",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +152,7 @@ class StatusProjection:
             waiter.set_result(event)
 
 
-class Choreography:
+class Choreographer:
     """Runs workflows as a choreography of participants on an event bus.
 
     * ``participants`` -- which participants this process hosts (default: all,
@@ -629,3 +640,58 @@ class Choreography:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+@dataclass(frozen=True)
+class Choreography:
+    """Choreography mode: participants react to domain events on a bus; nobody holds
+    the whole flow (a :class:`~agent_coordinator.core.run.Mode`).
+
+    * ``bus`` -- an :class:`~agent_coordinator.bus.base.EventBus`; default: a fresh
+      in-memory bus, closed on exit (:func:`agent_coordinator.bus.open_bus` opens
+      RabbitMQ and NATS ones by URL);
+    * ``participants`` -- the participants this process hosts (default: all);
+    * ``store`` -- their outbox, inbox and deadlines
+      (:class:`~agent_coordinator.bus.outbox.ParticipantStore`); required on a
+      broker for nothing to be lost, optional in memory;
+    * ``deadline`` -- seconds a run may go without ending before its owner fails the
+      step it is stuck in; ``concurrency`` -- handlers per participant;
+      ``broker_wait`` -- how long a start waits for a broker that is down.
+    """
+
+    bus: EventBus | None = None
+    participants: Collection[str] | None = None
+    store: ParticipantStore | None = None
+    deadline: float | None = None
+    concurrency: int = 16
+    broker_wait: float = 120.0
+    name: ClassVar[str] = "choreography"
+
+    @asynccontextmanager
+    async def open(
+        self, runner: StepRunner, saga: Saga, *, event_log: EventLog, run_id: str, keys: Keyring | None
+    ) -> AsyncIterator[Choreographer]:
+        """The :class:`Choreographer` of ``runner``'s workflow, its participants
+        subscribed; on exit they unsubscribe (and a bus made here is closed)."""
+        own_bus = self.bus is None
+        bus = InMemoryBus() if self.bus is None else self.bus
+        engine = Choreographer(
+            runner,
+            saga,
+            bus=bus,
+            event_log=event_log,
+            run_id=run_id,
+            concurrency=self.concurrency,
+            participants=self.participants,
+            store=self.store,
+            deadline=self.deadline,
+            broker_wait=self.broker_wait,
+            keys=keys,
+        )
+        try:
+            await engine.start()
+            yield engine
+        finally:
+            await engine.aclose()
+            if own_bus:
+                await bus.close()

@@ -139,14 +139,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 import nats
 import nats.errors
 import nats.js.errors
-from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
-from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js import api as js_api
+
+from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 __all__ = ["JetStreamBus"]
 

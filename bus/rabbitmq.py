@@ -129,17 +129,6 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import aio_pika
 import aiormq
 import pamqp.exceptions
-from agent_coordinator.bus.base import (
-    MALFORMED_MESSAGE_TYPE,
-    BusStats,
-    ClosesOnExit,
-    DeadLetter,
-    Handler,
-    Subscription,
-    subscription_types,
-)
-from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
-from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -151,6 +140,18 @@ from aio_pika.abc import (
     HeadersType,
 )
 from pamqp.commands import Basic
+
+from agent_coordinator.bus.base import (
+    MALFORMED_MESSAGE_TYPE,
+    BusStats,
+    ClosesOnExit,
+    DeadLetter,
+    Handler,
+    Subscription,
+    subscription_types,
+)
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 
 # MALFORMED_MESSAGE_TYPE is bus.base's, shared by every backend; still importable from here.
 __all__ = ["MALFORMED_MESSAGE_TYPE", "RabbitMQBus"]

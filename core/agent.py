@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_coordinator.core.errors import WorkflowDefinitionError
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
+
+from agent_coordinator.core.errors import WorkflowDefinitionError
 
 __all__ = ["Agent"]
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from agent_coordinator.core.errors import InvalidArguments
 from langchain_core.runnables import RunnableConfig
+
+from agent_coordinator.core.errors import InvalidArguments
 
 __all__ = ["CONTEXT_KEY", "ToolCallContext", "idempotency_key", "idempotency_key_prefix", "tool_call_context"]
 

@@ -34,8 +34,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
-from agent_coordinator.core.errors import MalformedEvent
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+
+from agent_coordinator.core.errors import MalformedEvent
 
 __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from agent_coordinator.core.events import Event
 from pydantic import BaseModel, Field
+
+from agent_coordinator.core.events import Event
 
 __all__ = ["StepOutcome", "StepStatus", "Usage", "WorkflowResult", "WorkflowStatus"]
 

@@ -1,16 +1,14 @@
-"""The public entry: run a workflow, in the mode a flag picks.
+"""The run API: a workflow bound to its agents and a coordination mode.
 
-``mode`` is the only thing in the public API that depends on the coordination mode;
-everything else (the workflow, the agents, the results, the events) is the same in
-both. This module is the one place that knows both coordinators; it imports them
-lazily so the kernel does not depend on ``graphs`` or ``bus``.
+The mode is the only thing that depends on how runs are coordinated; everything else
+(the workflow, the agents, the results, the events) is the same in both. The kernel
+knows neither coordinator: a mode (:class:`Mode`) is an object that opens an
+:class:`Engine` -- :class:`agent_coordinator.graphs.Orchestration` or
+:class:`agent_coordinator.bus.Choreography` -- and the façade
+(:func:`agent_coordinator.open_coordinator`) maps a mode's name onto one::
 
-::
-
-    async with open_coordinator(workflow, agents=agents, mode="choreography") as coordinator:
+    async with open_coordinator(workflow, agents=agents, mode=Choreography(bus=bus)) as coordinator:
         result = await coordinator.run({"order_id": "o-1", ...})
-
-    result = run_workflow(workflow, order, agents=agents, mode="orchestration")
 """
 
 from __future__ import annotations
@@ -19,28 +17,30 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
 
 from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
 from agent_coordinator.core.events import Clock, EventFactory
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
-from agent_coordinator.core.saga import OWNER, Saga
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
-from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from agent_coordinator.core.agent import Agent
     from agent_coordinator.core.signing import Keyring
 
-__all__ = ["MODES", "Coordinator", "Engine", "Mode", "arun_workflow", "open_coordinator", "run_workflow"]
+__all__ = ["MODES", "Coordinator", "Engine", "Mode", "open_coordinator"]
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["orchestration", "choreography"]
-MODES: tuple[Mode, ...] = ("orchestration", "choreography")
+#: The names of the two modes (:attr:`Mode.name`).
+MODES: tuple[str, ...] = ("orchestration", "choreography")
 
 
 class Engine(Protocol):
@@ -243,110 +243,60 @@ async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[An
             yield item
 
 
+class Mode(Protocol):
+    """A way to coordinate a workflow's runs: it opens the engine that runs them.
+
+    The two modes are :class:`agent_coordinator.graphs.Orchestration` (a LangGraph
+    supervisor over a checkpointer) and :class:`agent_coordinator.bus.Choreography`
+    (participants on an event bus); each carries what only it needs, so nothing here
+    depends on the mode.
+
+    * ``name`` -- ``"orchestration"`` or ``"choreography"``: a result's ``mode``;
+    * ``open(runner, saga, event_log=, run_id=, keys=)`` -- an async context manager
+      that yields the :class:`Engine`, started, and closes whatever it opened on exit.
+      ``keys`` sign what the engine's participants emit (and, in choreography, check
+      what they receive).
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def open(
+        self, runner: StepRunner, saga: Saga, *, event_log: EventLog, run_id: str, keys: Keyring | None
+    ) -> AbstractAsyncContextManager[Engine]: ...
+
+
 @asynccontextmanager
 async def open_coordinator(
     workflow: Workflow,
     *,
     agents: Sequence[Agent],
-    mode: Mode | str = "orchestration",
+    mode: Mode,
     settings: RunSettings | None = None,
     event_log: EventLog | None = None,
     clock: Clock | None = None,
     run_id: str | None = None,
-    checkpointer: Any = None,
-    bus: Any = None,
-    concurrency: int = 16,
-    supervisor_model: Any = None,
-    participants: Sequence[str] | None = None,
-    participant_store: Any = None,
-    deadline: float | None = None,
     keys: Keyring | None = None,
 ) -> AsyncIterator[Coordinator]:
-    """Build the coordinator for ``mode`` and close it on exit.
+    """The :class:`Coordinator` of ``workflow`` run by ``agents`` in ``mode``, closed on exit.
 
-    * ``orchestration`` uses ``checkpointer`` (a LangGraph ``BaseCheckpointSaver``;
-      default in-memory); ``supervisor_model`` (a chat model) makes the supervisor
-      choose agents through handoff tools instead of by rule;
-    * ``choreography`` uses ``bus`` (an :class:`bus.EventBus`; default a fresh
-      in-memory bus, closed on exit) with ``concurrency`` handlers per participant;
-      ``participants`` picks the ones this process hosts (default: all),
-      ``participant_store`` gives them an outbox and inbox (:mod:`agent_coordinator.bus.outbox`), and
-      ``deadline`` (seconds) fails a run's stuck step when it passes;
-    * ``keys`` (a :class:`~agent_coordinator.core.signing.Keyring`) signs every event as its
-      emitter, in either mode, and in choreography makes every participant refuse
-      events not signed by an emitter allowed to emit them. Signatures are
-      deterministic, so both modes still emit byte-identical events. Without keys,
-      events are unsigned (see :class:`agent_coordinator.bus.choreography.Choreography` on brokers).
+    * ``settings`` -- retries, re-asks, timeouts, parameters, seed (:class:`RunSettings`);
+    * ``event_log`` -- the record of every run (default: in memory, and ended runs
+      are forgotten to keep memory flat); pair a durable mode with a durable log;
+    * ``clock`` -- event times (a :class:`~agent_coordinator.core.events.LogicalClock`
+      for reproducible logs); ``run_id`` -- this session's run id (default: random);
+    * ``keys`` (a :class:`~agent_coordinator.core.signing.Keyring`) signs every event
+      as its emitter, in either mode; signatures are deterministic, so both modes
+      still emit byte-identical events.
 
-    Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the workflow and
-    agents don't fit, and :class:`CoordinatorError` for an unknown mode.
+    Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the
+    workflow and agents don't fit.
     """
-    from agent_coordinator.core.runner import StepRunner
-
     settings = settings or RunSettings()
     own_log = event_log is None
     event_log = event_log if event_log is not None else MemoryEventLog()
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
     runner = StepRunner(workflow, agents, settings=settings)
     saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock, signer=keys))
-    if keys is not None and mode == "orchestration":
-        # One process emits every participant's events: it must hold every key.
-        for participant in (OWNER, *workflow.agent_names):
-            keys.ensure_signer(participant)
-    engine: Engine
-    own_bus = None
-    if mode == "orchestration":
-        from agent_coordinator.graphs.orchestrator import Orchestrator
-        from agent_coordinator.graphs.supervisor import ModelSupervisor
-
-        supervisor = None
-        if supervisor_model is not None:
-            supervisor = ModelSupervisor(
-                supervisor_model, workflow, max_reasks=settings.max_reasks, retries=settings.tool_retries
-            )
-        engine = Orchestrator(
-            runner, saga, checkpointer=checkpointer, event_log=event_log, run_id=run_id, supervisor=supervisor
-        )
-    elif mode == "choreography":
-        from agent_coordinator.bus import InMemoryBus
-        from agent_coordinator.bus.choreography import Choreography
-
-        if bus is None:
-            bus = own_bus = InMemoryBus()
-        choreography = Choreography(
-            runner,
-            saga,
-            bus=bus,
-            event_log=event_log,
-            run_id=run_id,
-            concurrency=concurrency,
-            participants=participants,
-            store=participant_store,
-            deadline=deadline,
-            keys=keys,
-        )
-        await choreography.start()
-        engine = choreography
-    else:
-        raise CoordinatorError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
-    try:
+    async with mode.open(runner, saga, event_log=event_log, run_id=run_id, keys=keys) as engine:
         yield Coordinator(workflow, engine, saga=saga, event_log=event_log, run_id=run_id, forget_ended=own_log)
-    finally:
-        await engine.aclose()
-        if own_bus is not None:
-            await own_bus.close()
-
-
-async def arun_workflow(
-    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
-) -> WorkflowResult:
-    """Run one workflow input to its end; see :func:`open_coordinator` for ``options``."""
-    async with open_coordinator(workflow, agents=agents, mode=mode, **options) as coordinator:
-        return await coordinator.run(input)
-
-
-def run_workflow(
-    workflow: Workflow, input: Any, *, agents: Sequence[Agent], mode: Mode | str = "orchestration", **options: Any
-) -> WorkflowResult:
-    """Blocking twin of :func:`arun_workflow` (starts its own event loop)."""
-    return asyncio.run(arun_workflow(workflow, input, agents=agents, mode=mode, **options))

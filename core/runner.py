@@ -33,6 +33,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ValidationError
+
 from agent_coordinator.agents.models import is_transient_model_error, redact_secrets
 from agent_coordinator.core.agent import Agent
 from agent_coordinator.core.context import ToolCallContext
@@ -48,10 +53,6 @@ from agent_coordinator.core.saga import StepReport
 from agent_coordinator.core.settings import Backoff, RunSettings
 from agent_coordinator.core.task import render_task
 from agent_coordinator.core.workflow import Step, Workflow
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ValidationError
 
 __all__ = ["StepRunner", "ask_model"]
 

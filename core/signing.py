@@ -46,11 +46,12 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote, unquote
 
-from agent_coordinator.core.errors import CoordinatorError, UntrustedEvent
-from agent_coordinator.core.events import Event
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent_coordinator.core.errors import CoordinatorError, UntrustedEvent
+from agent_coordinator.core.events import Event
 
 __all__ = ["KEYS_ENV", "Keyring", "KeyringError", "keys_directory", "signed_bytes"]
 

@@ -30,9 +30,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent_coordinator.core.errors import InvalidInput, WorkflowDefinitionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
+
+from agent_coordinator.core.errors import InvalidInput, WorkflowDefinitionError
 
 __all__ = ["ApprovalRule", "CompensationFacts", "Facts", "Step", "StepEvents", "Workflow"]
 

@@ -33,9 +33,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from agent_coordinator.core.errors import CoordinatorError
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+
+from agent_coordinator.core.errors import CoordinatorError
 
 __all__ = ["describe_state", "open_checkpointer"]
 

@@ -42,15 +42,12 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Collection, Mapping, Sequence
-from typing import Annotated, Any, Literal, Protocol
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
-from agent_coordinator.core.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
-from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
-from agent_coordinator.core.events import Event
-from agent_coordinator.core.results import Usage, WorkflowResult
-from agent_coordinator.core.runner import StepRunner
-from agent_coordinator.core.saga import Action, NextAction, Saga, StepReport
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
@@ -60,11 +57,23 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 from typing_extensions import TypedDict  # typing's TypedDict on 3.11 defeats pydantic's schemas (LangGraph's API)
 
+from agent_coordinator.core.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
+from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
+from agent_coordinator.core.events import Event
+from agent_coordinator.core.results import Usage, WorkflowResult
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import OWNER, Action, NextAction, Saga, StepReport
+from agent_coordinator.graphs.supervisor import ModelSupervisor
+
+if TYPE_CHECKING:
+    from agent_coordinator.core.signing import Keyring
+
 __all__ = [
     "ACCEPT",
     "COMPENSATE",
     "SUPERVISOR",
     "Decision",
+    "Orchestration",
     "Orchestrator",
     "RunState",
     "Supervisor",
@@ -463,3 +472,43 @@ class Orchestrator:
     async def aclose(self) -> None:
         """Nothing to release: the checkpointer is closed by whoever opened it."""
         return None
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    """Orchestration mode: a LangGraph supervisor graph calls each agent and holds the
+    run's place in a checkpointer (a :class:`~agent_coordinator.core.run.Mode`).
+
+    * ``checkpointer`` -- a LangGraph ``BaseCheckpointSaver``; default: in memory,
+      each thread deleted once its run ended (:func:`agent_coordinator.graphs.checkpoints.open_checkpointer`
+      opens SQLite and PostgreSQL ones by URL);
+    * ``supervisor`` -- a chat model that chooses each agent through handoff tools;
+      default: the rule supervisor (the saga decides).
+    """
+
+    checkpointer: BaseCheckpointSaver[Any] | None = None
+    supervisor: BaseChatModel | None = None
+    name: ClassVar[str] = "orchestration"
+
+    @asynccontextmanager
+    async def open(
+        self, runner: StepRunner, saga: Saga, *, event_log: EventLog, run_id: str, keys: Keyring | None
+    ) -> AsyncIterator[Orchestrator]:
+        """The :class:`Orchestrator` of ``runner``'s workflow (nothing to close)."""
+        if keys is not None:
+            # One process emits every participant's events: it must hold every key.
+            for participant in (OWNER, *runner.workflow.agent_names):
+                keys.ensure_signer(participant)
+        supervisor = None
+        if self.supervisor is not None:
+            settings = runner.settings
+            supervisor = ModelSupervisor(
+                self.supervisor, runner.workflow, max_reasks=settings.max_reasks, retries=settings.tool_retries
+            )
+        engine = Orchestrator(
+            runner, saga, checkpointer=self.checkpointer, event_log=event_log, run_id=run_id, supervisor=supervisor
+        )
+        try:
+            yield engine
+        finally:
+            await engine.aclose()

@@ -18,6 +18,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
 from agent_coordinator.core.agent import Agent
 from agent_coordinator.core.app import AppOptions, WorkflowApp
 from agent_coordinator.core.errors import CoordinatorError
@@ -28,8 +31,6 @@ from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import STATE_DIR_VARIABLE, RunSettings, default_state_dir
 from agent_coordinator.core.workflow import Workflow
 from agent_coordinator.graphs.orchestrator import RunState, build_graph
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
 
 __all__ = ["ORDER_PARAMETERS", "compile_graph", "make_graph", "studio_graph"]
 

@@ -17,6 +17,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, StructuredTool
+from pydantic import BaseModel, ConfigDict
+
 from agent_coordinator.core.errors import StepError
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import Usage
@@ -25,11 +31,6 @@ from agent_coordinator.core.saga import NextAction
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.core.task import render_task
 from agent_coordinator.core.workflow import Workflow
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool, StructuredTool
-from pydantic import BaseModel, ConfigDict
 
 __all__ = ["ModelSupervisor", "handoff_tool_name"]
 

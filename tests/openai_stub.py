@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from agent_coordinator.core.task import Task, parse_task
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from agent_coordinator.core.task import Task, parse_task
 
 __all__ = [
     "ANSWER_FAULTS",

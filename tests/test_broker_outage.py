@@ -10,11 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from agent_coordinator import WorkflowStatus, open_coordinator
 from agent_coordinator.bus import open_bus
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-
-from agent_coordinator import WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Choreography
 from tests.services import require_service
 from tests.test_orders_e2e import FAST, example_orders
 from tests.torture.brokers import NatsServer
@@ -39,7 +40,7 @@ async def test_a_coordinator_started_while_its_broker_is_down_waits_for_it(
     try:
         async with sandbox.client() as client:
             coordinator_cm = open_coordinator(
-                ORDER_FULFILMENT, agents=order_agents(client=client), mode="choreography", bus=bus, settings=FAST
+                ORDER_FULFILMENT, agents=order_agents(client=client), mode=Choreography(bus=bus), settings=FAST
             )
             with caplog.at_level(logging.WARNING, logger="agent_coordinator.bus.choreography"):
                 entering = asyncio.ensure_future(coordinator_cm.__aenter__())

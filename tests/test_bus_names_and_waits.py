@@ -15,8 +15,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import agent_coordinator.bus as bus_package
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from agent_coordinator import modes as modes_module
 from agent_coordinator.bus import InMemoryBus, bus_namespace, open_bus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.eventlog import MemoryEventLog
@@ -24,9 +27,6 @@ from agent_coordinator.core.events import EventFactory, LogicalClock
 from agent_coordinator.core.saga import Saga, StepReport
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT
-from rich.console import Console
-from typer.testing import CliRunner
-
 from agent_coordinator.shell import cli as cli_module
 from agent_coordinator.shell.cli import app, default_deadline
 from agent_coordinator.shell.reporting import WaitingFor
@@ -89,7 +89,7 @@ def namespaces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(namespace)
         return InMemoryBus()
 
-    monkeypatch.setattr(bus_package, "open_bus", fake_open_bus)
+    monkeypatch.setattr(modes_module, "open_bus", fake_open_bus)
     return seen
 
 
@@ -115,7 +115,8 @@ def test_a_choreographed_run_has_a_deadline_by_default(cli: CliRunner, monkeypat
     real = cli_module.open_coordinator
 
     def spy(workflow: Any, **options: Any) -> Any:
-        deadlines[options["mode"]] = options["deadline"]
+        mode = options["mode"]
+        deadlines[mode.name] = getattr(mode, "deadline", None)
         return real(workflow, **options)
 
     monkeypatch.setattr(cli_module, "open_coordinator", spy)

@@ -9,6 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from agent_coordinator import (
+    MODES,
+    LogicalClock,
+    MemoryEventLog,
+    StepStatus,
+    WorkflowResult,
+    WorkflowStatus,
+    open_coordinator,
+)
 from agent_coordinator.agents import ScriptedChatModel, misbehave
 from agent_coordinator.agents.cassette import (
     RecordingChatModel,
@@ -23,17 +34,6 @@ from agent_coordinator.core.task import render_task
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
 from agent_coordinator.examples.orders.tools import ChargePaymentArgs
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-
-from agent_coordinator import (
-    MODES,
-    LogicalClock,
-    MemoryEventLog,
-    StepStatus,
-    WorkflowResult,
-    WorkflowStatus,
-    open_coordinator,
-)
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
 
 COMMITTED = EXAMPLES / "cassettes"

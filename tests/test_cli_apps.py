@@ -12,11 +12,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from agent_coordinator.core.eventlog import SqliteEventLog
 from agent_coordinator.core.events import EventFactory, LogicalClock
 from agent_coordinator.core.saga import Saga
-from typer.testing import CliRunner
-
 from agent_coordinator.shell.cli import app
 from tests.test_custom_workflow import TRAVEL
 from tests.travel_app import SPEC as TRAVEL_APP

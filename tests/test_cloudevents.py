@@ -22,10 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_coordinator.bus import EventBus, InMemoryBus
-from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory, parse_event
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import amqp, http, rabbitmq
 from cloudevents.core.exceptions import CloudEventValidationError
@@ -33,6 +29,11 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from agent_coordinator import LogicalClock, MemoryEventLog, SqliteEventLog, WorkflowResult, open_coordinator
+from agent_coordinator.bus import EventBus, InMemoryBus
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory, parse_event
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
+from agent_coordinator.modes import Choreography
 from tests.contract.backend_nats import open_throwaway_jetstream_bus
 from tests.contract.backend_rabbitmq import open_rabbitmq_bus
 from tests.services import NATS_URL, RABBITMQ_URL
@@ -201,12 +202,10 @@ async def run_orders_on(bus: EventBus) -> list[WorkflowResult]:
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            mode="choreography",
+            mode=Choreography(bus=bus, deadline=60),
             settings=FAST,
             clock=LogicalClock(),
             event_log=MemoryEventLog(),
-            bus=bus,
-            deadline=60,
         ) as coordinator,
     ):
         inputs = [ORDER_FULFILMENT.validate_input(o) for o in example_orders()]

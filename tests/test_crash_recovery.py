@@ -19,15 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.bus.choreography import Choreography
-from agent_coordinator.bus.outbox import SqliteOutbox
-from agent_coordinator.core.runner import StepRunner
-from agent_coordinator.core.saga import Saga
-from agent_coordinator.core.settings import Backoff
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox
-from agent_coordinator.examples.orders.sandbox.app import SANDBOX_BASE_URL
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_coordinator import (
@@ -40,6 +31,16 @@ from agent_coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.bus.choreography import Choreographer
+from agent_coordinator.bus.outbox import SqliteOutbox
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.sandbox.app import SANDBOX_BASE_URL
+from agent_coordinator.modes import Choreography, Orchestration
 from tests.test_orders_e2e import example_orders
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
@@ -104,7 +105,7 @@ async def crash_then_restart(
         async with open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=dying),
-            checkpointer=saver,
+            mode=Orchestration(checkpointer=saver),
             event_log=log,
             settings=settings,
         ) as first:
@@ -114,7 +115,7 @@ async def crash_then_restart(
         async with open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            checkpointer=saver,
+            mode=Orchestration(checkpointer=saver),
             event_log=log,
             settings=restart_settings or settings,
         ) as second:
@@ -179,13 +180,21 @@ async def test_an_ended_run_whose_checkpoints_lag_is_answered_from_the_event_log
     saver.keep_until = 0
     async with sandbox.client() as client:
         async with open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), checkpointer=saver, event_log=log, settings=FAST
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(checkpointer=saver),
+            event_log=log,
+            settings=FAST,
         ) as first:
             assert (await first.run(order)).status is WorkflowStatus.COMPLETED
         saver.keep_until = None
         requests = sum(c.requests for c in sandbox.counters.values())
         async with open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), checkpointer=saver, event_log=log, settings=FAST
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(checkpointer=saver),
+            event_log=log,
+            settings=FAST,
         ) as second:
             again = await second.run(order)
     assert again.status is WorkflowStatus.COMPLETED and again.recorded
@@ -202,7 +211,7 @@ async def test_an_approval_decided_before_a_crash_is_not_asked_again() -> None:
         async with open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=dying),
-            checkpointer=saver,
+            mode=Orchestration(checkpointer=saver),
             event_log=log,
             settings=APPROVALS,
         ) as first:
@@ -212,7 +221,11 @@ async def test_an_approval_decided_before_a_crash_is_not_asked_again() -> None:
                 await first.approve(order["order_id"], by="alice")
         saver.keep_until = None
         async with open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), checkpointer=saver, event_log=log, settings=APPROVALS
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(checkpointer=saver),
+            event_log=log,
+            settings=APPROVALS,
         ) as second:
             result = await second.resume(order["order_id"])
     assert result.status is WorkflowStatus.COMPLETED, result.reason
@@ -241,10 +254,9 @@ async def test_an_ended_order_run_again_is_answered_from_the_record_in_either_mo
                 async with open_coordinator(
                     ORDER_FULFILMENT,
                     agents=order_agents(client=client),
-                    mode=mode,
+                    mode=(Orchestration(checkpointer=InMemorySaver()) if mode == "orchestration" else mode),
                     event_log=log,
                     settings=FAST,
-                    checkpointer=InMemorySaver(),
                 ) as coordinator:
                     requests = sum(c.requests for c in sandbox.counters.values())
                     async with asyncio.timeout(30):
@@ -268,10 +280,9 @@ async def test_a_choreographed_run_whose_events_died_with_its_process_is_carried
         async with open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            mode="choreography",
+            mode=Choreography(participants=["inventory", "shipping", "owner", "projection"]),
             event_log=log,
             settings=FAST,
-            participants=["inventory", "shipping", "owner", "projection"],
         ) as first:
             stalled = asyncio.ensure_future(first.run(order))
             await wait_for_logged(log, order["order_id"], "InventoryReserved")
@@ -300,16 +311,16 @@ async def test_another_owner_takes_over_the_deadlines_of_an_owner_that_died(tmp_
         async with sandbox.client() as client:
             runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
             # The payment agent's queue exists (it subscribed once), but the agent is down.
-            payment = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
+            payment = Choreographer(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
             await payment.start()
             await payment.aclose()
             hosted = {"inventory", "owner", "projection"}
-            first = Choreography(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
+            first = Choreographer(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
             stalled = asyncio.ensure_future(first.run(ORDER_FULFILMENT.validate_input(order)))
             await wait_for_logged(log, order["order_id"], "InventoryReserved")
             stalled.cancel()
             await first.aclose()  # the owner is gone; its deadline is in the store
-            second = Choreography(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
+            second = Choreographer(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
             await second.start()
             await wait_for_logged(log, order["order_id"], "OrderCancelled")
             await second.aclose()
@@ -360,11 +371,11 @@ async def test_an_effect_a_dead_agent_left_behind_a_deadline_failure_is_undone(t
     try:
         async with sandbox.client() as client:
             runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
-            down = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
+            down = Choreographer(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
             await down.start()  # the payment group's queue exists; its only worker is gone
             await down.aclose()
             hosted = {"inventory", "shipping", "owner", "projection"}
-            owner = Choreography(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
+            owner = Choreographer(runner, saga, bus=bus, event_log=log, participants=hosted, store=store, deadline=0.3)
             run = asyncio.ensure_future(owner.run(ORDER_FULFILMENT.validate_input(order)))
             await wait_for_logged(log, order["order_id"], "InventoryReserved")
             # What the dead worker did: noted its attempt, then charged, then died.
@@ -380,7 +391,7 @@ async def test_an_effect_a_dead_agent_left_behind_a_deadline_failure_is_undone(t
             result = await run
             assert result.status is WorkflowStatus.COMPENSATED
             assert [c.status for c in sandbox.effects_for(order["order_id"]).charges] == ["captured"]  # leaked
-            back = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
+            back = Choreographer(runner, saga, bus=bus, event_log=log, participants={"payment"}, store=store)
             await back.start()
             await bus.wait_idle()
             await back.aclose()

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from agent_coordinator.core.results import WorkflowStatus
 from agent_coordinator.examples.orders.app import check_order_effects
 from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
-
 from tests.test_orders_e2e import EXPECTED, example_orders
 from tests.test_sandbox_server import served
 

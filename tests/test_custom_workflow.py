@@ -11,8 +11,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from agent_coordinator.agents import ScriptedChatModel
-from agent_coordinator.core.agent import Agent
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
@@ -34,6 +32,8 @@ from agent_coordinator import (
     open_coordinator,
     tool_call_context,
 )
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
 
 
 class Trip(BaseModel):

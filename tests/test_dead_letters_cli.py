@@ -8,12 +8,12 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+from typer.testing import CliRunner
+
 from agent_coordinator.bus import EventBus
 from agent_coordinator.bus.base import MALFORMED_MESSAGE_TYPE
 from agent_coordinator.bus.nats import JetStreamBus
 from agent_coordinator.bus.rabbitmq import RabbitMQBus
-from typer.testing import CliRunner
-
 from agent_coordinator.shell.cli import app
 from tests.contract.test_bus_contract import Inbox, make_events, unique
 from tests.services import NATS_URL, RABBITMQ_URL

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_coordinator import RunSettings, SqliteEventLog, WorkflowStatus, open_coordinator
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.graphs.checkpoints import describe_state, open_checkpointer
-
-from agent_coordinator import RunSettings, SqliteEventLog, WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Orchestration
 from tests.test_orders_e2e import EXPECTED, example_orders
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
@@ -37,7 +38,7 @@ async def run_examples(state: str, tmp_path: Path, sandbox: Sandbox, orders: lis
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            checkpointer=checkpointer,
+            mode=Orchestration(checkpointer=checkpointer),
             settings=FAST,
             event_log=event_log,
         ) as coordinator,
@@ -77,7 +78,10 @@ async def test_five_hundred_orders_at_concurrency_one_hundred(tmp_path: Path) ->
         open_checkpointer(f"sqlite://{tmp_path / 'cp.db'}", state_dir=tmp_path) as checkpointer,
         sandbox.client() as client,
         open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), checkpointer=checkpointer, settings=FAST
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(checkpointer=checkpointer),
+            settings=FAST,
         ) as coordinator,
     ):
         results = await coordinator.run_many([ORDER_FULFILMENT.validate_input(o) for o in orders], concurrency=100)

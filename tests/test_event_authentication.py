@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_coordinator import MODES, LogicalClock, MemoryEventLog, WorkflowStatus, open_coordinator
 from agent_coordinator.bus import InMemoryBus
 from agent_coordinator.bus.base import DeadLetter
 from agent_coordinator.core.errors import UntrustedEvent
@@ -25,8 +27,7 @@ from agent_coordinator.core.saga import OWNER, Saga
 from agent_coordinator.core.signing import Keyring, KeyringError, keys_directory
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
-
-from agent_coordinator import MODES, LogicalClock, MemoryEventLog, WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Choreography
 from tests.test_orders_e2e import EXPECTED, FAST, example_orders
 
 PARTICIPANTS = (OWNER, "inventory", "payment", "shipping")
@@ -48,13 +49,11 @@ async def orders_choreography(
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            mode="choreography",
+            mode=Choreography(bus=bus, **options),
             settings=FAST,
             clock=LogicalClock(),
             event_log=MemoryEventLog(),
-            bus=bus,
             keys=keys,
-            **options,
         ) as coordinator,
     ):
         yield coordinator, sandbox

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from agent_coordinator.core.eventlog import SqliteEventLog
 from typer.testing import CliRunner
 
+from agent_coordinator.core.eventlog import SqliteEventLog
 from agent_coordinator.shell.cli import app
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"

@@ -9,16 +9,6 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from agent_coordinator.agents.fake import (
-    FAULTS,
-    ScriptedChatModel,
-    ScriptedMessageChunk,
-    fake_model,
-    follow_task,
-    misbehave,
-    scripted,
-)
-from agent_coordinator.core.task import Task, render_task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.callbacks import BaseCallbackHandler
@@ -36,6 +26,17 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, tool
 from pydantic import ValidationError
+
+from agent_coordinator.agents.fake import (
+    FAULTS,
+    ScriptedChatModel,
+    ScriptedMessageChunk,
+    fake_model,
+    follow_task,
+    misbehave,
+    scripted,
+)
+from agent_coordinator.core.task import Task, render_task
 
 ARGS: dict[str, Any] = {"amount_cents": 2598, "currency": "EUR", "order_id": "o-1001", "payment_method": "tok_visa"}
 

@@ -8,12 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
-from agent_coordinator.examples.orders.faults import sabotage_order
-from agent_coordinator.examples.orders.invariants import check_orders
-from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 
 from agent_coordinator import (
     MODES,
@@ -26,8 +20,15 @@ from agent_coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.examples.orders.faults import sabotage_order
+from agent_coordinator.examples.orders.invariants import check_orders
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.lab.faults import PRESETS, CountingEventLog, FaultInjection, FaultPlan, Outage
 from agent_coordinator.lab.invariants import InvariantReport, events_of
+from agent_coordinator.modes import Choreography
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 FAST = RunSettings(
@@ -62,12 +63,10 @@ async def run_orders(
             open_coordinator(
                 ORDER_FULFILMENT,
                 agents=injection.agents(order_agents(client=client)),
-                mode=mode,
+                mode=(Choreography(bus=bus, deadline=deadline) if mode == "choreography" else mode),
                 settings=settings,
                 event_log=log,
-                bus=bus,
                 clock=clock,
-                deadline=deadline,
             ) as coordinator,
         ):
             inputs = [ORDER_FULFILMENT.validate_input(injection.sabotage(o, sabotage_order)) for o in orders]
@@ -162,9 +161,8 @@ def test_an_outage_of_a_participant_the_workflow_lacks_is_refused() -> None:
 
 
 def test_the_counting_log_counts_distinct_events() -> None:
-    from agent_coordinator.core.saga import Saga
-
     from agent_coordinator import EventFactory
+    from agent_coordinator.core.saga import Saga
 
     saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
     event = saga.started("o-1", {"order_id": "o-1"})
@@ -247,9 +245,8 @@ async def test_on_a_bus_without_the_switch_duplicates_are_published_twice() -> N
         seen.append(event.id)
 
     await bus.subscribe("g", ["OrderPlaced"], record)
-    from agent_coordinator.core.saga import Saga
-
     from agent_coordinator import EventFactory
+    from agent_coordinator.core.saga import Saga
 
     await bus.publish(Saga(ORDER_FULFILMENT, factory=EventFactory()).started("o-1", {}))
     await inner.wait_idle()

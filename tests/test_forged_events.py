@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_coordinator import WorkflowStatus, open_coordinator
 from agent_coordinator.bus import EventBus
 from agent_coordinator.bus.base import DeadLetter
 from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory
@@ -27,8 +29,7 @@ from agent_coordinator.core.saga import OWNER, Saga
 from agent_coordinator.core.signing import Keyring
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
-
-from agent_coordinator import WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Choreography
 from tests.services import NATS_URL, RABBITMQ_URL
 from tests.test_orders_e2e import FAST, example_orders
 
@@ -105,9 +106,8 @@ async def participants_on(broker: str, keys_dir: Path) -> AsyncIterator[tuple[Co
             open_coordinator(
                 ORDER_FULFILMENT,
                 agents=order_agents(client=client),
-                mode="choreography",
+                mode=Choreography(bus=bus),
                 settings=FAST,
-                bus=bus,
                 keys=keys,
             ) as coordinator,
         ):

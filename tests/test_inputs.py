@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT
-
 from agent_coordinator.shell.inputs import InputProblem, read_inputs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"

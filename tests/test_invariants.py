@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from agent_coordinator import EventFactory, LogicalClock, MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import WorkflowResult
 from agent_coordinator.core.saga import Saga, StepReport
@@ -14,8 +16,6 @@ from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.invariants import check_orders
 from agent_coordinator.examples.orders.sandbox import Sandbox
-
-from agent_coordinator import EventFactory, LogicalClock, MemoryEventLog, RunSettings, WorkflowStatus, open_coordinator
 from agent_coordinator.lab.invariants import RULES, check_runs, events_of, render_trace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"

@@ -17,9 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_coordinator.core.settings import Backoff
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
@@ -36,6 +33,10 @@ from agent_coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.modes import Choreography, Orchestration
 from agent_coordinator.shell.cli import app
 from tests.openai_stub import Fault, OpenAIStub, StubServer
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
@@ -100,19 +101,21 @@ async def session(
     **options: Any,
 ) -> AsyncIterator[Coordinator]:
     """A coordinator over ``sandbox`` whose agents named in ``models`` think with them
-    (the others with the scripted fake). Two sessions on one log, checkpointer and
-    sandbox are one process after another."""
+    (the others with the scripted fake); ``options`` go to the mode. Two sessions on
+    one log, checkpointer and sandbox are one process after another."""
     async with (
         sandbox.client() as client,
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client, model=models),
-            mode=mode,
+            mode=(
+                Orchestration(checkpointer=checkpointer, **options)
+                if mode == "orchestration"
+                else Choreography(**options)
+            ),
             settings=settings,
             clock=LogicalClock(),
             event_log=event_log,
-            checkpointer=checkpointer if mode == "orchestration" else None,
-            **options,
         ) as coordinator,
     ):
         yield coordinator
@@ -260,7 +263,7 @@ async def test_a_model_supervisor_that_is_down_stops_the_run_too(stub_url: str) 
     sandbox, log, outage = Sandbox(), MemoryEventLog(), Outage()
     async with (
         chat_model(stub_url, outage) as supervisor,
-        session("orchestration", sandbox, {}, event_log=log, supervisor_model=supervisor) as coordinator,
+        session("orchestration", sandbox, {}, event_log=log, supervisor=supervisor) as coordinator,
     ):
         stopped = await coordinator.run(example_orders()[0])
         assert stopped.status is WorkflowStatus.FAILED

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+
 from agent_coordinator.agents import ScriptedChatModel
 from agent_coordinator.agents.cassette import RecordingChatModel, ReplayingChatModel
 from agent_coordinator.agents.models import (
@@ -18,7 +20,6 @@ from agent_coordinator.agents.models import (
     resolve_model,
 )
 from agent_coordinator.core.errors import BusinessFailure, ModelError, TransientFailure
-from langchain_core.language_models import BaseChatModel
 
 AGENTS = ("inventory", "payment", "shipping")
 SHARED_FAKE = ScriptedChatModel(model_name="shared")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from langchain_core.messages import AIMessage
+
+from agent_coordinator import MODES, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, open_coordinator
 from agent_coordinator.agents import ScriptedChatModel, misbehave, scripted
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-from langchain_core.messages import AIMessage
-
-from agent_coordinator import MODES, MemoryEventLog, RunSettings, StepStatus, WorkflowStatus, open_coordinator
+from agent_coordinator.modes import Orchestration
 from tests.test_orders_e2e import example_orders
 
 APPROVALS = RunSettings(
@@ -67,7 +68,9 @@ async def test_a_model_driven_supervisor_costs_one_call_per_step() -> None:
     async with (
         sandbox.client() as client,
         open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), supervisor_model=ScriptedChatModel()
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(supervisor=ScriptedChatModel()),
         ) as coordinator,
     ):
         result = await coordinator.run(example_orders()[0])
@@ -88,7 +91,9 @@ async def test_an_illegal_handoff_is_refused_and_reasked() -> None:
     async with (
         sandbox.client() as client,
         open_coordinator(
-            ORDER_FULFILMENT, agents=order_agents(client=client), supervisor_model=supervisor
+            ORDER_FULFILMENT,
+            agents=order_agents(client=client),
+            mode=Orchestration(supervisor=supervisor),
         ) as coordinator,
     ):
         result = await coordinator.run(example_orders()[0])
@@ -104,7 +109,7 @@ async def test_a_supervisor_that_keeps_misrouting_fails_the_step_cleanly() -> No
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client),
-            supervisor_model=supervisor,
+            mode=Orchestration(supervisor=supervisor),
             settings=RunSettings(max_reasks=1),
         ) as coordinator,
     ):

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from agent_coordinator import MODES, RunSettings, WorkflowStatus, arun_workflow
 from agent_coordinator.core.context import ToolCallContext, idempotency_key, idempotency_key_prefix
 from agent_coordinator.core.errors import InvalidInput
 from agent_coordinator.core.events import EventFactory, LogicalClock
@@ -15,9 +18,6 @@ from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-from typer.testing import CliRunner
-
-from agent_coordinator import MODES, RunSettings, WorkflowStatus, arun_workflow
 from agent_coordinator.lab.invariants import check_runs
 from agent_coordinator.shell.cli import app
 

@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
+from agent_coordinator import (
+    MODES,
+    LogicalClock,
+    MemoryEventLog,
+    RunSettings,
+    StepStatus,
+    WorkflowStatus,
+    arun_workflow,
+)
 from agent_coordinator.core.app import AppOptions
 from agent_coordinator.core.errors import InvalidInput, WorkflowDefinitionError
 from agent_coordinator.core.settings import Backoff
@@ -26,17 +37,6 @@ from agent_coordinator.examples.orders.app import (
 )
 from agent_coordinator.examples.orders.invariants import check_orders
 from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
-from typer.testing import CliRunner
-
-from agent_coordinator import (
-    MODES,
-    LogicalClock,
-    MemoryEventLog,
-    RunSettings,
-    StepStatus,
-    WorkflowStatus,
-    arun_workflow,
-)
 from agent_coordinator.shell.cli import app
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001), compensation_retries=Backoff(initial_delay=0.001))

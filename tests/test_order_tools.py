@@ -7,13 +7,14 @@ from typing import Any
 
 import httpx
 import pytest
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ValidationError
+
 from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.core.errors import BusinessFailure, InvalidArguments, StepError, TransientFailure
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.examples.orders.tools import Order, OrderItem, ServiceUrls, order_tools
 from agent_coordinator.tools.http import call_service
-from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ValidationError
 
 CTX = ToolCallContext("o-1", "payment", "charge_payment")
 ADDRESS = {"name": "Ada", "line1": "Main St 1", "city": "Utrecht", "postcode": "3511", "country": "NL"}

@@ -8,11 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_coordinator.agents import ScriptedChatModel, misbehave
-from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.core.settings import Backoff
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from langchain_core.language_models import BaseChatModel
 
 from agent_coordinator import (
@@ -25,6 +20,12 @@ from agent_coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
+from agent_coordinator.agents import ScriptedChatModel, misbehave
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
+from agent_coordinator.modes import Choreography
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
 
@@ -69,11 +70,10 @@ async def run_orders(
         open_coordinator(
             ORDER_FULFILMENT,
             agents=order_agents(client=client, model=model),
-            mode=mode,
+            mode=(Choreography(bus=bus) if mode == "choreography" else mode),
             settings=settings,
             clock=LogicalClock(),
             event_log=MemoryEventLog(),
-            bus=bus,
         ) as coordinator,
     ):
         inputs = [ORDER_FULFILMENT.validate_input(o) for o in orders]

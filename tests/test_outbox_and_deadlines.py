@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from agent_coordinator import EventFactory, MemoryEventLog, RunSettings, WorkflowStatus
 from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.bus.choreography import Choreography
+from agent_coordinator.bus.choreography import Choreographer
 from agent_coordinator.bus.outbox import OutboxRelay, ParticipantStore, PostgresOutbox, SqliteOutbox
 from agent_coordinator.core.runner import StepRunner
 from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-
-from agent_coordinator import EventFactory, MemoryEventLog, RunSettings, WorkflowStatus
 from tests.services import POSTGRES_URL, require_service
 from tests.test_orders_e2e import EXPECTED, example_orders
 
@@ -89,7 +89,7 @@ async def test_choreography_through_the_outbox_ends_every_order_consistently(
     async with sandbox.client() as client:
         runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
         saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
-        choreography = Choreography(runner, saga, bus=bus, store=store, event_log=MemoryEventLog())
+        choreography = Choreographer(runner, saga, bus=bus, store=store, event_log=MemoryEventLog())
         results = [await choreography.run(ORDER_FULFILMENT.validate_input(o)) for o in example_orders()]
         await choreography.aclose()
     await bus.close()
@@ -105,10 +105,10 @@ async def test_a_stalled_order_is_cancelled_at_its_deadline_and_compensates_itse
         saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
         everyone_but_payment = {"inventory", "shipping", "owner", "projection"}
         # The payment agent's queue exists (it subscribed once) but the agent is down.
-        payment = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"})
+        payment = Choreographer(runner, saga, bus=bus, event_log=log, participants={"payment"})
         await payment.start()
         await payment.aclose()
-        owner = Choreography(runner, saga, bus=bus, event_log=log, participants=everyone_but_payment, deadline=0.2)
+        owner = Choreographer(runner, saga, bus=bus, event_log=log, participants=everyone_but_payment, deadline=0.2)
         result = await owner.run(ORDER_FULFILMENT.validate_input(example_orders()[0]))
         assert result.status is WorkflowStatus.COMPENSATED
         assert [e.type for e in result.events] == [
@@ -121,7 +121,7 @@ async def test_a_stalled_order_is_cancelled_at_its_deadline_and_compensates_itse
         assert "agent 'payment' gave no answer within the run's deadline of 0.2s" in (result.reason or "")
         # The payment agent comes back and finds InventoryReserved in its queue: the
         # run already failed that step, so it must not charge.
-        back = Choreography(runner, saga, bus=bus, event_log=log, participants={"payment"})
+        back = Choreographer(runner, saga, bus=bus, event_log=log, participants={"payment"})
         await back.start()
         await bus.wait_idle()
         await back.aclose()

@@ -7,10 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from agent_coordinator.agents import misbehave
-from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.core.agent import Agent
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
@@ -26,6 +22,11 @@ from agent_coordinator import (
     arun_workflow,
     tool_call_context,
 )
+from agent_coordinator.agents import misbehave
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
+from agent_coordinator.modes import Choreography
 from agent_coordinator.testing import ReplayingModelFactory, SandboxServices, ScriptedModelFactory
 
 # -- the workflow under test: book a flight, then a hotel; cancel the flight if no hotel ----
@@ -178,7 +179,10 @@ async def test_choreography_on_an_in_memory_bus(
     fake_model: BaseChatModel, memory_bus: InMemoryBus, ledger: Ledger
 ) -> None:
     result = await arun_workflow(
-        TRAVEL, ATLANTIS, agents=travel_agents(ledger, fake_model), mode="choreography", bus=memory_bus
+        TRAVEL,
+        ATLANTIS,
+        agents=travel_agents(ledger, fake_model),
+        mode=Choreography(bus=memory_bus),
     )
     assert result.status is WorkflowStatus.COMPENSATED
     assert [e.type for e in result.events] == [

@@ -33,9 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from agent_coordinator.agents import ScriptedChatModel
-from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.core.agent import Agent
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from langchain_core.runnables import RunnableConfig
@@ -56,8 +53,12 @@ from agent_coordinator import (
     open_coordinator,
     tool_call_context,
 )
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.core.agent import Agent
 from agent_coordinator.lab.faults import MISBEHAVIOURS, FaultInjection, FaultPlan, Outage
 from agent_coordinator.lab.invariants import InvariantReport, check_runs, events_of
+from agent_coordinator.modes import Choreography
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "25"))
 SEED = int(os.environ.get("PROPERTY_SEED", "0"))
@@ -237,11 +238,9 @@ async def run_case(case: Case, mode: str) -> tuple[InvariantReport, list[Workflo
         async with open_coordinator(
             workflow,
             agents=injection.agents(agents),
-            mode=mode,
+            mode=Choreography(bus=bus, deadline=case.deadline) if mode == "choreography" else mode,
             settings=settings_,
             event_log=log,
-            bus=bus,
-            deadline=case.deadline if mode == "choreography" else None,
         ) as coordinator:
             injection.arm()
             outcomes = await asyncio.gather(

@@ -14,11 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from agent_coordinator.agents.cassette import RecordedExchange, RecordingChatModel, ReplayingChatModel, load_cassette
-from agent_coordinator.agents.models import resolve_model
-from agent_coordinator.core.settings import Backoff
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI  # the dev extra installs it: these tests must not skip
 
@@ -32,6 +27,11 @@ from agent_coordinator import (
     WorkflowStatus,
     open_coordinator,
 )
+from agent_coordinator.agents.cassette import RecordedExchange, RecordingChatModel, ReplayingChatModel, load_cassette
+from agent_coordinator.agents.models import resolve_model
+from agent_coordinator.core.settings import Backoff
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
+from agent_coordinator.examples.orders.sandbox import Sandbox
 from tests.openai_stub import HALLUCINATED_TOOL, Fault, OpenAIStub, StubServer
 from tests.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from agent_coordinator.core.errors import InvalidInput
 from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
 

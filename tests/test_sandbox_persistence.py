@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from agent_coordinator.core.errors import InvalidInput
 from agent_coordinator.examples.orders.sandbox import CatalogueItem, Sandbox, Scenario
 

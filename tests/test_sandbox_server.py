@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from agent_coordinator.core.app import AppOptions
 from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.core.errors import BusinessFailure, InvalidInput

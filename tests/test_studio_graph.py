@@ -9,16 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_coordinator.agents.fake import ScriptedChatModel
-from agent_coordinator.core.agent import Agent
-from agent_coordinator.core.runner import StepRunner
-from agent_coordinator.core.saga import Saga
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents, order_fulfilment_app
-from agent_coordinator.examples.orders.sandbox import Sandbox
-from agent_coordinator.examples.orders.tools import Order
-from agent_coordinator.graphs.orchestrator import RunState, build_graph
-from agent_coordinator.graphs.studio import compile_graph, make_graph, studio_graph
-from agent_coordinator.graphs.supervisor import ModelSupervisor
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
@@ -35,6 +25,17 @@ from agent_coordinator import (
     Workflow,
     WorkflowDefinitionError,
 )
+from agent_coordinator.agents.fake import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.core.runner import StepRunner
+from agent_coordinator.core.saga import Saga
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents, order_fulfilment_app
+from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.tools import Order
+from agent_coordinator.graphs.orchestrator import RunState, build_graph
+from agent_coordinator.graphs.studio import compile_graph, make_graph, studio_graph
+from agent_coordinator.graphs.supervisor import ModelSupervisor
+from agent_coordinator.modes import Orchestration
 from agent_coordinator.shell.cli import app
 from tests.test_orders_e2e import example_orders
 
@@ -164,10 +165,9 @@ def test_an_input_field_named_like_a_state_key_is_refused() -> None:
         ),
     )
 
+    from agent_coordinator import EventFactory, MemoryEventLog
     from agent_coordinator.core.runner import StepRunner
     from agent_coordinator.core.saga import Saga
-
-    from agent_coordinator import EventFactory, MemoryEventLog
 
     @tool
     def run_job(job_id: str) -> str:
@@ -239,7 +239,7 @@ async def test_an_approval_given_by_a_process_without_the_threshold_is_still_rec
                 agents=order_agents(client=client),
                 settings=settings,
                 event_log=log,
-                checkpointer=saver,
+                mode=Orchestration(checkpointer=saver),
                 clock=LogicalClock(),
             ) as coordinator:
                 if act == "run":

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.core.errors import BusinessFailure, InvalidArguments, TransientFailure
 

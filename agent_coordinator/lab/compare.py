@@ -46,18 +46,21 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel, Field
 
+from agent_coordinator.bus import InMemoryBus, open_bus
 from agent_coordinator.core.app import AppOptions, WorkflowApp, load_app
 from agent_coordinator.core.errors import CoordinatorError, InvalidInput
 from agent_coordinator.core.eventlog import MemoryEventLog
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
-from agent_coordinator.core.run import MODES, Coordinator, open_coordinator
+from agent_coordinator.core.run import MODES, Coordinator
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
 from agent_coordinator.lab.faults import CountingEventLog, FaultInjection, FaultPlan, Outage, Saboteur
 from agent_coordinator.lab.invariants import InvariantReport, Violation, check_runs, render_trace
+from agent_coordinator.modes import Choreography, Orchestration, open_coordinator
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -277,20 +280,16 @@ class _MeteredBus:
         return self.inner.stats()
 
 
-def _counting_saver() -> Any:
+class _CountingSaver(InMemorySaver):
     """An in-memory LangGraph checkpointer that counts checkpoints per thread (``.puts``)."""
-    from langgraph.checkpoint.memory import InMemorySaver
 
-    class CountingSaver(InMemorySaver):
-        def __init__(self) -> None:
-            super().__init__()
-            self.puts: Counter[str] = Counter()
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: Counter[str] = Counter()
 
-        def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-            self.puts[str(config["configurable"]["thread_id"])] += 1
-            return super().put(config, checkpoint, metadata, new_versions)
-
-    return CountingSaver()
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        self.puts[str(config["configurable"]["thread_id"])] += 1
+        return super().put(config, checkpoint, metadata, new_versions)
 
 
 def _percentiles(values: Sequence[float]) -> Percentiles:
@@ -351,8 +350,6 @@ async def _run_workload(
         memory_bus: Any = None
         saver: Any = None
         if mode == "choreography":
-            from agent_coordinator.bus import InMemoryBus, open_bus
-
             inner: EventBus
             if bus_url and not bus_url.startswith("memory:"):
                 inner = open_bus(bus_url)
@@ -361,18 +358,18 @@ async def _run_workload(
             metered = _MeteredBus(injection.bus(inner))
             stack.push_async_callback(metered.close)
         else:
-            saver = _counting_saver()
+            saver = _CountingSaver()
         coordinator = await stack.enter_async_context(
             open_coordinator(
                 workflow,
                 agents=injection.agents(env.agents),
-                mode=mode,
+                mode=(
+                    Choreography(bus=metered, concurrency=concurrency, deadline=deadline)
+                    if mode == "choreography"
+                    else Orchestration(checkpointer=saver)
+                ),
                 settings=settings,
                 event_log=log,
-                checkpointer=saver,
-                bus=metered,
-                concurrency=concurrency,
-                deadline=deadline if mode == "choreography" else None,
             )
         )
         inputs = [workflow.validate_input(item, context=env.validation_context) for item in sabotaged]
@@ -574,12 +571,10 @@ async def _measure_changes(raw: Sequence[Mapping[str, Any]], directory: Path) ->
     orch_ok = f"{len(sent.orders())} notifications for {len(completed)} completed orders"
 
     # Choreography: the unchanged workflow, plus the notifier group on the same bus.
-    from agent_coordinator.bus import InMemoryBus
-
     told = service.Notifications()
     async with order_fulfilment_app.environment(options) as env, InMemoryBus() as bus:
         await choreographed.start_notifier(bus, told)
-        async with open_coordinator(ORDER_FULFILMENT, agents=env.agents, mode="choreography", bus=bus) as coordinator:
+        async with open_coordinator(ORDER_FULFILMENT, agents=env.agents, mode=Choreography(bus=bus)) as coordinator:
             results = await coordinator.run_many(
                 [ORDER_FULFILMENT.validate_input(i, context=env.validation_context) for i in raw]
             )

@@ -59,7 +59,9 @@ from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.core.run import MODES, Coordinator, open_coordinator
 from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import RunSettings
+from agent_coordinator.core.signing import Keyring, keys_directory
 from agent_coordinator.core.workflow import Workflow
+from agent_coordinator.modes import ModeSpec, open_mode
 from agent_coordinator.shell.inputs import DEFAULT_MAX_INPUT_BYTES, InputProblem, iter_inputs, read_inputs
 from agent_coordinator.shell.reporting import (
     EXIT_CODES_HELP,
@@ -617,49 +619,39 @@ async def _open_coordinator(
     run_id: str,
     deadline: float | None,
 ) -> Coordinator:
-    checkpointer = bus = supervisor_model = store = keys = None
-    if options.mode == "orchestration":
-        from agent_coordinator.graphs.checkpoints import open_checkpointer
+    # Imported here, not at the top: `coordinator --help` and `status` need none of it.
+    from agent_coordinator.agents.models import SUPERVISOR, parse_model_options
+    from agent_coordinator.bus import bus_namespace
 
-        checkpointer = await stack.enter_async_context(open_checkpointer(options.state, state_dir=options.state_dir))
-        if options.supervisor == "model":
-            from agent_coordinator.agents.models import SUPERVISOR, parse_model_options
-
-            choice = parse_model_options(options.models, record=options.record, replay=options.replay)
-            supervisor_model = choice.model_for(SUPERVISOR)
-    else:
-        from agent_coordinator.bus import bus_namespace, open_bus
-        from agent_coordinator.bus.outbox import open_participant_store
-
-        bus = open_bus(options.bus, namespace=bus_namespace(workflow_app.workflow.name, options.bus_prefix))
-        stack.push_async_callback(bus.close)
-        if options.outbox or not options.bus.startswith("memory:"):
-            # On a broker, participants commit through an outbox shared by the
-            # processes of this machine (or a PostgreSQL one for several).
-            store = await open_participant_store(options.outbox or options.state_dir / "outbox.db")
-            stack.push_async_callback(store.close)
-        if not options.bus.startswith("memory:"):
-            # Anyone with the broker's credentials can publish there: events are
-            # signed, and checked before anyone acts (keys made on first use).
-            from agent_coordinator.core.signing import Keyring, keys_directory
-
-            keys = Keyring.open(keys_directory(options.state_dir))
+    supervisor_model = None
+    if options.mode == "orchestration" and options.supervisor == "model":
+        choice = parse_model_options(options.models, record=options.record, replay=options.replay)
+        supervisor_model = choice.model_for(SUPERVISOR)
+    spec = ModeSpec(
+        name=options.mode,
+        state_dir=options.state_dir,
+        state=options.state,
+        supervisor=supervisor_model,
+        bus=options.bus,
+        namespace=bus_namespace(workflow_app.workflow.name, options.bus_prefix),
+        outbox=options.outbox,
+        participants=options.participants,
+        deadline=deadline,
+        concurrency=options.concurrency,
+    )
+    # Anyone with the broker's credentials can publish there: events are signed, and
+    # checked before anyone acts (keys made on first use).
+    keys = Keyring.open(keys_directory(options.state_dir)) if spec.on_a_broker else None
+    mode = await stack.enter_async_context(open_mode(spec))
     return await stack.enter_async_context(
         open_coordinator(
             workflow_app.workflow,
             agents=env.agents,
-            mode=options.mode,
+            mode=mode,
             settings=settings,
             event_log=event_log,
             clock=clock,
             run_id=run_id,
-            checkpointer=checkpointer,
-            bus=bus,
-            concurrency=options.concurrency,
-            supervisor_model=supervisor_model,
-            participants=options.participants,
-            participant_store=store,
-            deadline=deadline if options.mode == "choreography" else None,
             keys=keys,
         )
     )

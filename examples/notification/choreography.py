@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from agent_coordinator import Event
 from agent_coordinator.bus import EventBus, Handler, Subscription, open_bus
 from agent_coordinator.examples.notification.service import Notifications
-
-from agent_coordinator import Event
 
 GROUP = "order-fulfilment.notifier"
 

@@ -17,16 +17,16 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
-from agent_coordinator.agents import ScriptedChatModel
-from agent_coordinator.core.agent import Agent
-from agent_coordinator.core.app import AppEnvironment, AppOptions, WorkflowApp
-from agent_coordinator.examples.notification.service import Notifications
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel
 
 from agent_coordinator import Step, StepEvents, Workflow, tool_call_context
+from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.core.agent import Agent
+from agent_coordinator.core.app import AppEnvironment, AppOptions, WorkflowApp
+from agent_coordinator.examples.notification.service import Notifications
+from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
 
 
 class NotifyArgs(BaseModel):

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from langchain_core.language_models import BaseChatModel
+
 from agent_coordinator.agents.fake import ScriptedChatModel
 from agent_coordinator.agents.models import parse_model_options
 from agent_coordinator.core.agent import Agent
@@ -23,7 +25,6 @@ from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.core.workflow import Step, StepEvents, Workflow
 from agent_coordinator.examples.orders.sandbox import OrderEffects, RemoteSandboxState, Sandbox, SandboxState, Scenario
 from agent_coordinator.examples.orders.tools import Order, ServiceUrls, order_tools
-from langchain_core.language_models import BaseChatModel
 
 __all__ = [
     "ORDER_FULFILMENT",

@@ -32,7 +32,6 @@ from agent_coordinator.examples.orders.sandbox.app import InventoryState, OrderE
 from agent_coordinator.examples.orders.sandbox.idempotency import ServiceCounters
 from agent_coordinator.examples.orders.sandbox.payment import Charge
 from agent_coordinator.examples.orders.sandbox.shipping import Shipment
-
 from agent_coordinator.lab.invariants import InvariantReport, Violation, check_runs, render_trace
 
 __all__ = ["ORDER_ACTIONS", "OrderServices", "catalogue_total", "check_orders"]

@@ -28,9 +28,6 @@ from typing import Annotated, Any, Self
 from urllib.parse import quote
 
 import httpx
-from agent_coordinator.core.context import tool_call_context
-from agent_coordinator.core.errors import InvalidArguments
-from agent_coordinator.tools.http import call_service
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import (
@@ -44,6 +41,10 @@ from pydantic import (
     computed_field,
     field_validator,
 )
+
+from agent_coordinator.core.context import tool_call_context
+from agent_coordinator.core.errors import InvalidArguments
+from agent_coordinator.tools.http import call_service
 
 __all__ = [
     "ISO_4217_CURRENCIES",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
+
 from agent_coordinator.bus import EventBus
 
 __all__ = ["BackendConfig", "BusFactory"]

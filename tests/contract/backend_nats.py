@@ -13,8 +13,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from agent_coordinator.bus import EventBus
 
+from agent_coordinator.bus import EventBus
 from tests.contract.backend import BackendConfig
 from tests.services import NATS_URL, require_service
 
@@ -33,6 +33,7 @@ async def open_throwaway_jetstream_bus(**options: Any) -> JetStreamBus:
     require_service("nats")
     import nats  # imported late: nats-py is an optional extra
     import nats.errors
+
     from agent_coordinator.bus.nats import JetStreamBus
 
     class ThrowawayJetStreamBus(JetStreamBus):

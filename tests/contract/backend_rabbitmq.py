@@ -14,9 +14,9 @@ from typing import Any
 
 import aio_pika
 import pytest
+
 from agent_coordinator.bus import EventBus
 from agent_coordinator.bus.rabbitmq import RabbitMQBus
-
 from tests.contract.backend import BackendConfig
 from tests.services import RABBITMQ_URL, require_service
 

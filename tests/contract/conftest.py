@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from agent_coordinator.bus import EventBus, InMemoryBus
 
+from agent_coordinator.bus import EventBus, InMemoryBus
 from tests.contract.backend import BackendConfig, BusFactory
 
 __all__ = ["BACKENDS", "BackendConfig", "BusFactory"]

@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 import pytest
+
 from agent_coordinator.bus import EventBus, Handler
 from agent_coordinator.core.errors import BusClosed, MalformedEvent, UntrustedEvent
 from agent_coordinator.core.events import Event, EventFactory
-
 from tests.contract.backend import BackendConfig, BusFactory
 
 WAIT = 5.0  # seconds any single wait may take before the test fails

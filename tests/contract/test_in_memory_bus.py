@@ -8,6 +8,7 @@ import logging
 import uuid
 
 import pytest
+
 from agent_coordinator.bus import EventBus, InMemoryBus, Subscription, open_bus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.events import Event, EventFactory

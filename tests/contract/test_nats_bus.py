@@ -16,12 +16,12 @@ import nats
 import nats.js.api
 import nats.js.errors
 import pytest
+
 from agent_coordinator.bus import open_bus
 from agent_coordinator.bus.base import MALFORMED_MESSAGE_TYPE
 from agent_coordinator.bus.nats import JetStreamBus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.events import Event
-
 from tests.services import NATS_URL
 
 from .backend_nats import open_throwaway_jetstream_bus

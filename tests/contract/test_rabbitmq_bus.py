@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import aio_pika
 import pytest
+
 from agent_coordinator.bus import EventBus, Subscription, open_bus
 from agent_coordinator.bus.rabbitmq import MALFORMED_MESSAGE_TYPE, RabbitMQBus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.events import Event, EventFactory
-
 from tests.contract.backend_rabbitmq import DisposableRabbitMQBus, open_rabbitmq_bus
 from tests.services import RABBITMQ_URL, require_service
 

@@ -17,13 +17,14 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import httpx
+from starlette.routing import Mount
+
 from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase
 from agent_coordinator.examples.orders.sandbox.idempotency import ServiceCounters, service_app
 from agent_coordinator.examples.orders.sandbox.inventory import InventoryService, Reservation
 from agent_coordinator.examples.orders.sandbox.payment import Charge, PaymentService
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 from agent_coordinator.examples.orders.sandbox.shipping import Shipment, ShippingService
-from starlette.routing import Mount
 
 __all__ = ["SANDBOX_BASE_URL", "InventoryState", "OrderEffects", "Sandbox", "SandboxState"]
 

@@ -44,9 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent_coordinator.core.errors import InvalidInput
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-from pydantic import ValidationError
 
 __all__ = ["BUSY_TIMEOUT_S", "SCHEMA_VERSION", "KeyRow", "RecordRow", "SandboxDatabase"]
 

@@ -38,14 +38,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-from agent_coordinator.tools.http import IDEMPOTENCY_HEADER
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
+
+from agent_coordinator.examples.orders.sandbox.scenario import Scenario
+from agent_coordinator.tools.http import IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase

@@ -24,6 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
 from agent_coordinator.examples.orders.sandbox.idempotency import (
     Answer,
     EffectRequest,
@@ -34,10 +39,6 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
 )
 from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService
 from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS, Scenario
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase

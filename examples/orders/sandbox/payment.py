@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agent_coordinator.examples.orders.sandbox.idempotency import (
     EffectRequest,
     Refused,
@@ -26,7 +28,6 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
 )
 from agent_coordinator.examples.orders.sandbox.resource import ResourceService
 from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Charge", "PaymentService"]
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+
 from agent_coordinator.examples.orders.sandbox.app import OrderEffects
 from agent_coordinator.examples.orders.sandbox.inventory import Reservation
 from agent_coordinator.examples.orders.sandbox.payment import Charge

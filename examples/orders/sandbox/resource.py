@@ -27,6 +27,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
 from agent_coordinator.examples.orders.sandbox.idempotency import (
     Answer,
     EffectRequest,
@@ -38,10 +43,6 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
     service_app,
 )
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase

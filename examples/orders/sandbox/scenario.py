@@ -14,8 +14,9 @@ import hashlib
 from pathlib import Path
 from typing import Annotated
 
-from agent_coordinator.core.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent_coordinator.core.errors import InvalidInput
 
 __all__ = ["MAX_AMOUNT_CENTS", "CatalogueItem", "Scenario", "default_catalogue"]
 

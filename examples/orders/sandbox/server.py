@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+
 from agent_coordinator.examples.orders.sandbox.app import Sandbox
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 

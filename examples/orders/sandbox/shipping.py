@@ -17,9 +17,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agent_coordinator.examples.orders.sandbox.idempotency import EffectRequest, Refused, business, parse_body
 from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CARRIERS", "Shipment", "ShippingService"]
 
