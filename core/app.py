@@ -25,7 +25,15 @@ from agent_coordinator.core.workflow import Workflow
 if TYPE_CHECKING:
     from agent_coordinator.core.agent import Agent
 
-__all__ = ["AppEnvironment", "AppOptions", "InvalidParameter", "Parameter", "WorkflowApp", "load_app"]
+__all__ = [
+    "SERVICE_ATTEMPTS",
+    "AppEnvironment",
+    "AppOptions",
+    "InvalidParameter",
+    "Parameter",
+    "WorkflowApp",
+    "load_app",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,11 @@ class AppOptions:
     replay: str | None = None
 
 
+#: An :attr:`AppEnvironment.extras` key: a callable returning how many requests the
+#: app's services have answered so far (the lab reports service calls per run).
+SERVICE_ATTEMPTS = "service_attempts"
+
+
 @dataclass
 class AppEnvironment:
     """A live environment for runs: the agents, and what to check afterwards.
@@ -60,7 +73,9 @@ class AppEnvironment:
     * ``validation_context`` is passed to input validation (e.g. known SKUs);
     * ``check(results)`` returns human-readable inconsistencies in the services'
       state after the given runs (empty when consistent); async, since the
-      services may be in another process.
+      services may be in another process;
+    * ``extras`` -- whatever else the app's own hooks need (its lab hooks read the
+      in-process sandbox from it); :data:`SERVICE_ATTEMPTS` is read by the lab.
     """
 
     agents: Sequence[Agent]
@@ -117,12 +132,28 @@ class Parameter:
 
 @dataclass(frozen=True)
 class WorkflowApp:
-    """A workflow, the factory of the environment its runs need, and the run
-    parameters its rules read (``parameters``; none by default)."""
+    """A workflow and everything about its domain that generic code may need.
+
+    * ``environment`` -- the factory of the environment its runs need (agents,
+      services, checks) for given :class:`AppOptions`;
+    * ``parameters`` -- the run parameters its rules read (none by default);
+    * ``lab`` -- ``package.module:attribute`` of its
+      :class:`~agent_coordinator.lab.hooks.LabHooks` (fault injection into its
+      services, its invariants, its example changes), imported only when the lab
+      runs; None: the lab uses the generic parts only;
+    * ``services`` -- ``package.module:attribute`` of a function serving its
+      services over HTTP for other processes (``coordinator sandbox``):
+      ``serve(host=, port=, store=, scenario=)``; None: it has none to serve.
+
+    The generic code -- the CLI, the lab, the Studio entry, the test fixtures --
+    talks only to this; the domain stays in the app's own folder.
+    """
 
     workflow: Workflow
     environment: Callable[[AppOptions], AbstractAsyncContextManager[AppEnvironment]]
     parameters: tuple[Parameter, ...] = ()
+    lab: str | None = None
+    services: str | None = None
 
     def resolve_parameters(self, given: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, Any]:
         """Every declared parameter's value: ``given`` (``name -> text`` from the command

@@ -38,7 +38,6 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
-from agent_coordinator.agents.models import is_transient_model_error, redact_secrets
 from agent_coordinator.core.agent import Agent
 from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.core.errors import (
@@ -48,6 +47,7 @@ from agent_coordinator.core.errors import (
     TransientFailure,
     WorkflowDefinitionError,
 )
+from agent_coordinator.core.model_errors import is_transient_model_error, redact_secrets
 from agent_coordinator.core.results import Usage
 from agent_coordinator.core.saga import StepReport
 from agent_coordinator.core.settings import Backoff, RunSettings
@@ -82,7 +82,7 @@ async def ask_model(
     Raises:
         ModelUnavailable: no answer: every attempt failed with an error that may
             pass (connection refused, DNS, timeouts, 5xx, 429 -- see
-            :func:`agent_coordinator.agents.models.is_transient_model_error`), or the provider refused
+            :func:`agent_coordinator.core.model_errors.is_transient_model_error`), or the provider refused
             our credentials, permissions or model name (401, 403, 404).
         StepError: the call failed for this request alone (a request the provider
             rejects, a cassette replay miss) or the answer is not an AIMessage.

@@ -12,7 +12,6 @@ tooling").
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -32,10 +31,7 @@ from agent_coordinator.core.settings import STATE_DIR_VARIABLE, RunSettings, def
 from agent_coordinator.core.workflow import Workflow
 from agent_coordinator.graphs.orchestrator import RunState, build_graph
 
-__all__ = ["ORDER_PARAMETERS", "compile_graph", "make_graph", "studio_graph"]
-
-#: The order workflow's run parameters a Studio run may set in ``configurable``.
-ORDER_PARAMETERS = ("approval_threshold_cents",)
+__all__ = ["compile_graph", "studio_graph", "studio_state_dir"]
 
 
 async def compile_graph(
@@ -78,7 +74,7 @@ def studio_graph(
     created.
     """
     settings = settings or RunSettings()
-    event_log = SqliteEventLog(_state_directory(state_dir) / "events.db")
+    event_log = SqliteEventLog(studio_state_dir(state_dir) / "events.db")
     run_id = f"studio-{uuid.uuid4().hex[:12]}"
     event_log.begin_run(run_id, workflow=workflow.name, mode="orchestration")
     runner = StepRunner(workflow, agents, settings=settings)
@@ -96,34 +92,7 @@ def studio_graph(
     return graph.with_config(recursion_limit=4 * len(workflow.steps) + 7)
 
 
-def make_graph() -> CompiledStateGraph[RunState, Any, Any, RunState]:
-    """The flagship order-fulfilment graph, for ``langgraph.json``.
-
-    Its agents (scripted fake models) call in-process sandbox services kept in the
-    state directory's ``sandbox.db``, through a client that lives as long as the
-    graph -- the services ``coordinator run`` uses there, so ``coordinator status``,
-    ``trace`` and ``resume`` see the same world. LangGraph's server calls a graph
-    factory on every request: one graph (one run id, one log connection) is built
-    per state directory and reused.
-    """
-    return _order_graph(_state_directory(None).resolve())
-
-
-@functools.cache
-def _order_graph(directory: Path) -> CompiledStateGraph[RunState, Any, Any, RunState]:
-    from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
-    from agent_coordinator.examples.orders.sandbox import Sandbox
-
-    client = Sandbox(store=directory / "sandbox.db").client()
-    return studio_graph(
-        ORDER_FULFILMENT,
-        order_agents(client=client),
-        state_dir=directory,
-        configurable_parameters=ORDER_PARAMETERS,
-    )
-
-
-def _state_directory(explicit: Path | None) -> Path:
+def studio_state_dir(explicit: Path | None = None) -> Path:
     """``explicit`` or the default state directory, created if its parent exists."""
     directory = explicit if explicit is not None else default_state_dir()
     try:

@@ -25,6 +25,7 @@ from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.faults import sabotage_order
 from agent_coordinator.examples.orders.invariants import check_orders
+from agent_coordinator.examples.orders.lab import order_scenario
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.lab.faults import PRESETS, CountingEventLog, FaultInjection, FaultPlan, Outage
 from agent_coordinator.lab.invariants import InvariantReport, events_of
@@ -53,7 +54,7 @@ async def run_orders(
     """Run orders under ``plan`` through every seam the plan uses; check the invariants."""
     orders = list(orders if orders is not None else example_orders())
     injection = FaultInjection(plan, ORDER_FULFILMENT, mode=mode)
-    sandbox = Sandbox(plan.scenario())
+    sandbox = Sandbox(order_scenario(plan))
     log = injection.event_log(MemoryEventLog())
     inner = InMemoryBus(duplicate_delivery=plan.duplicate_delivery) if mode == "choreography" else None
     bus = injection.bus(inner) if inner is not None else None
@@ -308,5 +309,5 @@ async def test_choreography_fails_the_step_of_a_participant_down_past_the_deadli
 
 
 def test_the_scenario_takes_the_plans_transients_seed_and_latency() -> None:
-    scenario = FaultPlan.parse("seed=4,transient=0.2,latency=3").scenario(Scenario.default())
+    scenario = order_scenario(FaultPlan.parse("seed=4,transient=0.2,latency=3"), Scenario.default())
     assert (scenario.seed, scenario.transient_rate, scenario.latency_ms) == (4, 0.2, 3.0)

@@ -14,20 +14,22 @@ from pydantic import BaseModel, Field
 
 from agent_coordinator import (
     MODES,
+    Agent,
+    AppEnvironment,
     BusinessFailure,
+    Choreography,
     Step,
     StepEvents,
     Workflow,
+    WorkflowApp,
     WorkflowStatus,
     arun_workflow,
     tool_call_context,
 )
 from agent_coordinator.agents import misbehave
 from agent_coordinator.bus import InMemoryBus
-from agent_coordinator.core.agent import Agent
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
-from agent_coordinator.modes import Choreography
-from agent_coordinator.testing import ReplayingModelFactory, SandboxServices, ScriptedModelFactory
+from agent_coordinator.examples.orders import order_fulfilment_app
+from agent_coordinator.testing import ReplayingModelFactory, ScriptedModelFactory
 
 # -- the workflow under test: book a flight, then a hotel; cancel the flight if no hotel ----
 
@@ -205,9 +207,12 @@ async def test_a_recorded_conversation_replays(replaying_model: ReplayingModelFa
     assert result.usage.model_calls == 2
 
 
-async def test_the_order_workflow_against_the_sandbox_services(
-    sandbox_services: SandboxServices, fake_model: BaseChatModel
-) -> None:
+@pytest.fixture
+def workflow_app() -> WorkflowApp:
+    return order_fulfilment_app  # what app_environment opens: its services, its agents, its checks
+
+
+async def test_the_order_workflow_in_its_own_environment(app_environment: AppEnvironment) -> None:
     order = {
         "order_id": "o-1",
         "customer": "Ada",
@@ -215,7 +220,7 @@ async def test_the_order_workflow_against_the_sandbox_services(
         "payment_method": "tok_declined",
         "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "Oslo", "postcode": "0150", "country": "NO"},
     }
-    agents = order_agents(client=sandbox_services.client, model=fake_model)
-    result = await arun_workflow(ORDER_FULFILMENT, order, agents=agents)
+    workflow = order_fulfilment_app.workflow
+    result = await arun_workflow(workflow, order, agents=app_environment.agents)
     assert result.status is WorkflowStatus.COMPENSATED  # the card was declined; the stock is released
-    assert sandbox_services.check([result]) == []
+    assert app_environment.check is not None and await app_environment.check([result]) == []

@@ -31,9 +31,10 @@ from agent_coordinator.core.runner import StepRunner
 from agent_coordinator.core.saga import Saga
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents, order_fulfilment_app
 from agent_coordinator.examples.orders.sandbox import Sandbox
+from agent_coordinator.examples.orders.studio import make_graph
 from agent_coordinator.examples.orders.tools import Order
 from agent_coordinator.graphs.orchestrator import RunState, build_graph
-from agent_coordinator.graphs.studio import compile_graph, make_graph, studio_graph
+from agent_coordinator.graphs.studio import compile_graph, studio_graph
 from agent_coordinator.graphs.supervisor import ModelSupervisor
 from agent_coordinator.modes import Orchestration
 from agent_coordinator.shell.cli import app

@@ -30,7 +30,6 @@ import argparse
 import ast
 import asyncio
 import contextlib
-import importlib
 import io
 import json
 import logging
@@ -50,16 +49,17 @@ from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel, Field
 
 from agent_coordinator.bus import InMemoryBus, open_bus
-from agent_coordinator.core.app import AppOptions, WorkflowApp, load_app
+from agent_coordinator.core.app import SERVICE_ATTEMPTS, WorkflowApp, load_app
 from agent_coordinator.core.errors import CoordinatorError, InvalidInput
 from agent_coordinator.core.eventlog import MemoryEventLog
 from agent_coordinator.core.events import Event
-from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
+from agent_coordinator.core.results import WorkflowResult
 from agent_coordinator.core.run import MODES, Coordinator
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
 from agent_coordinator.lab.faults import CountingEventLog, FaultInjection, FaultPlan, Outage, Saboteur
-from agent_coordinator.lab.invariants import InvariantReport, Violation, check_runs, render_trace
+from agent_coordinator.lab.hooks import LabHooks, judge, lab_hooks, world_options
+from agent_coordinator.lab.invariants import InvariantReport, render_trace
 from agent_coordinator.modes import Choreography, Orchestration, open_coordinator
 
 if TYPE_CHECKING:
@@ -220,34 +220,6 @@ def expand(workflow: Workflow, inputs: Sequence[Mapping[str, Any]], orders: int 
     return out
 
 
-def _order_like(workflow: Workflow) -> bool:
-    from agent_coordinator.examples.orders.invariants import ORDER_ACTIONS
-
-    return any(s.action in ORDER_ACTIONS for s in workflow.steps)
-
-
-def _scenario_file(plan: FaultPlan, inputs: Sequence[Mapping[str, Any]], directory: Path) -> str:
-    """The sandbox scenario for ``plan``, with the stock of every SKU that has any
-    raised to the workload's demand (so only faults and the inputs' own failures fail
-    orders), written as JSON; its path."""
-    from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-
-    base = Scenario.default()
-    demand: Counter[str] = Counter()
-    for item in inputs:
-        for line in item.get("items") or []:
-            if isinstance(line, Mapping) and "sku" in line:
-                demand[str(line["sku"])] += int(line.get("quantity", 0))
-    catalogue = {
-        sku: entry.model_copy(update={"stock": max(entry.stock, demand[sku])}) if entry.stock else entry
-        for sku, entry in base.catalogue.items()
-    }
-    scenario = plan.scenario(base.model_copy(update={"catalogue": catalogue}))
-    path = directory / f"scenario-{uuid.uuid4().hex[:8]}.json"
-    path.write_text(scenario.model_dump_json(), encoding="utf-8")
-    return str(path)
-
-
 class _MeteredBus:
     """An event bus that counts the deliveries of each run's events (by subject)."""
 
@@ -330,6 +302,7 @@ async def _run_workload(
     run_timeout: float,
     directory: Path,
     saboteur: Saboteur | None,
+    hooks: LabHooks | None,
 ) -> _Workload:
     """Run ``raw`` once in ``mode`` under ``plan`` on a fresh environment (services,
     event log, bus or checkpointer), then check the invariants and measure it."""
@@ -339,9 +312,7 @@ async def _run_workload(
         workflow = Workflow.model_validate({**dict(workflow), "name": f"{workflow.name}-cmp{uuid.uuid4().hex[:6]}"})
     injection = FaultInjection(plan, workflow, mode=mode)
     sabotaged = [injection.sabotage(item, saboteur) for item in raw]
-    options = AppOptions(
-        seed=plan.seed, transient_rate=plan.transient_rate, scenario=_scenario_file(plan, sabotaged, directory)
-    )
+    options = world_options(hooks, plan, sabotaged, directory)
     workload = _Workload()
     async with AsyncExitStack() as stack:
         env = await stack.enter_async_context(app.environment(options))
@@ -389,22 +360,15 @@ async def _run_workload(
         await injection.aclose()
         results = [r for _, _, r in outcomes if isinstance(r, WorkflowResult)]
         runs = {workflow_id: log.events(workflow_id) for workflow_id in ids}
-        sandbox = env.extras.get("sandbox")
-        if sandbox is not None and _order_like(workflow):
-            from agent_coordinator.examples.orders.invariants import check_orders
-
-            report = check_orders(workflow, sandbox, runs, results=results, counters=sandbox.counters)
-        else:
-            report = check_runs(workflow, runs, results=results)
-            if env.check is not None:
-                report.extend(Violation("app-check", None, problem) for problem in await env.check(results))
+        report = await judge(hooks, workflow, env, runs, results)
         statuses = {w: report.statuses.get(w, "stuck") for w in ids}
         counts = Counter("stuck" if s in ("failed", "awaiting_approval") else s for s in statuses.values())
         n = max(len(ids), 1)
         durations = [r.duration_ms for r in results if r.status.ended]
         service_calls: float | None = None
-        if sandbox is not None:
-            service_calls = sum(c.attempts for c in sandbox.counters.values()) / n
+        attempts = env.extras.get(SERVICE_ATTEMPTS)
+        if callable(attempts):
+            service_calls = attempts() / n
         stats = metered.stats() if metered is not None else None
         per_order: list[tuple[int, float, float | None, str]] = []
         for position, ((offset, _, result), workflow_id) in enumerate(zip(outcomes, ids, strict=True)):
@@ -540,74 +504,6 @@ def count_code_lines(path: Path) -> tuple[int, int]:
     return len(code), len(text.splitlines())
 
 
-def _load_example(name: str) -> Any:
-    return importlib.import_module(f"agent_coordinator.examples.notification.{name}")
-
-
-async def _measure_changes(raw: Sequence[Mapping[str, Any]], directory: Path) -> list[ChangeSize]:
-    """Measure and run the two notification examples over ``raw`` (order inputs)."""
-    from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
-
-    service = _load_example("service")
-    orchestrated = _load_example("orchestration")
-    choreographed = _load_example("choreography")
-    sizes = {}
-    for name in ("orchestration", "choreography"):
-        sizes[name] = count_code_lines(Path(_load_example(name).__file__))
-    plan = FaultPlan()
-    options = AppOptions(scenario=_scenario_file(plan, raw, directory))
-
-    # Orchestration: the extended workflow, with the notifier agent.
-    sent = service.Notifications()
-    async with order_fulfilment_app.environment(options) as env:
-        agents = [*env.agents, orchestrated.notifier_agent(sent)]
-        async with open_coordinator(orchestrated.WORKFLOW, agents=agents, mode="orchestration") as coordinator:
-            results = await coordinator.run_many(
-                [orchestrated.WORKFLOW.validate_input(i, context=env.validation_context) for i in raw]
-            )
-    completed = [r for r in results if r.status is WorkflowStatus.COMPLETED]
-    base_calls = 3.0
-    orch_calls = sum(r.usage.model_calls for r in completed) / max(len(completed), 1) - base_calls
-    orch_ok = f"{len(sent.orders())} notifications for {len(completed)} completed orders"
-
-    # Choreography: the unchanged workflow, plus the notifier group on the same bus.
-    told = service.Notifications()
-    async with order_fulfilment_app.environment(options) as env, InMemoryBus() as bus:
-        await choreographed.start_notifier(bus, told)
-        async with open_coordinator(ORDER_FULFILMENT, agents=env.agents, mode=Choreography(bus=bus)) as coordinator:
-            results = await coordinator.run_many(
-                [ORDER_FULFILMENT.validate_input(i, context=env.validation_context) for i in raw]
-            )
-            await bus.wait_idle()
-    done = [r for r in results if r.status is WorkflowStatus.COMPLETED]
-    chor_ok = f"{len(told.orders())} notifications for {len(done)} completed orders"
-    notify = orchestrated.NOTIFY
-    return [
-        ChangeSize(
-            mode="orchestration",
-            files=["examples/notification/orchestration.py"],
-            code_lines=sizes["orchestration"][0],
-            total_lines=sizes["orchestration"][1],
-            existing_files=0,
-            new_event_types=[notify.events.succeeded, notify.events.failed, notify.events.compensated],
-            extra_model_calls_per_order=round(orch_calls, 2),
-            failure_effect="a failed notification fails the saga: the order is refunded, released and cancelled",
-            verified=orch_ok,
-        ),
-        ChangeSize(
-            mode="choreography",
-            files=["examples/notification/choreography.py"],
-            code_lines=sizes["choreography"][0],
-            total_lines=sizes["choreography"][1],
-            existing_files=0,
-            new_event_types=[],
-            extra_model_calls_per_order=0.0,
-            failure_effect="a failed notification is redelivered, then dead-lettered; the order is unaffected",
-            verified=chor_ok,
-        ),
-    ]
-
-
 # --------------------------------------------------------------------------- compare
 
 
@@ -640,7 +536,7 @@ async def compare(
 
     * ``faults`` -- the plan of the ``faults`` workload (the other workloads run
       without it); business failures are applied by ``saboteur`` (``"auto"``:
-      :func:`agent_coordinator.examples.orders.faults.sabotage_order` for order workflows, none otherwise);
+      the app's :class:`~agent_coordinator.lab.hooks.LabHooks` saboteur, none without hooks);
     * ``bus_url`` -- the choreography's bus (default: in memory; a broker URL gets
       fresh consumer groups per workload);
     * ``concurrency`` -- runs in flight at once (and handlers per participant);
@@ -651,8 +547,8 @@ async def compare(
       start for half, then one and a half times, the deadline);
     * ``settings`` -- run settings for every workload (default ``RunSettings(seed=faults.seed)``);
     * ``run_timeout`` -- a run still going after this many seconds counts as stuck;
-    * ``measure_changes`` -- also measure and run the ``examples/notification`` changes
-      (order workflows only).
+    * ``measure_changes`` -- also measure and run the app's example changes (its
+      hooks' ``changes``: for the flagship, the notification step in each mode).
 
     Raises :class:`~agent_coordinator.core.errors.InvalidInput` when an input does not validate.
     """
@@ -661,12 +557,9 @@ async def compare(
     raw = expand(workflow, raw, orders)
     if not raw:
         raise InvalidInput("nothing to compare: no inputs")
+    hooks = lab_hooks(workflow_app)
     if saboteur == "auto":
-        saboteur = None
-        if _order_like(workflow):
-            from agent_coordinator.examples.orders.faults import sabotage_order
-
-            saboteur = sabotage_order
+        saboteur = hooks.saboteur if hooks is not None else None
     settings = settings or RunSettings(seed=faults.seed)
     probes = list(outages) if outages is not None else _default_outages(workflow, deadline)
     workloads: list[tuple[str, FaultPlan]] = [("baseline", FaultPlan(seed=faults.seed)), ("faults", faults)]
@@ -689,8 +582,9 @@ async def compare(
                     run_timeout=run_timeout,
                     directory=directory,
                     saboteur=saboteur,
+                    hooks=hooks,
                 )
-        changes = await _measure_changes(raw, directory) if measure_changes and _order_like(workflow) else []
+        changes = await hooks.changes(raw, directory) if measure_changes and hooks is not None else []
     failed_both = [
         w
         for w, s in measured[("faults", "orchestration")].statuses.items()

@@ -5,12 +5,13 @@ Every decision it makes is a hash of (seed, kind, identity), never a random draw
 so one seed reproduces one *schedule* exactly, however the runs interleave:
 
 * **business failures** -- a share of runs meets a refusal at one step (chosen per
-  run); applied by a *saboteur* that knows the domain (for orders,
-  :func:`agent_coordinator.examples.orders.faults.sabotage_order` turns the input into one the services'
-  own rules refuse), or read by the tools themselves (:meth:`FaultPlan.business_failure`);
-* **transient failures and latency** on every service -- the sandbox's
-  :class:`~agent_coordinator.examples.orders.sandbox.Scenario` fields ``transient_rate``, ``seed`` and
-  ``latency_ms`` (:meth:`FaultPlan.scenario`), or :meth:`FaultPlan.transient_fault`
+  run); applied by a *saboteur* that knows the domain (the app's
+  :class:`~agent_coordinator.lab.hooks.LabHooks`; the flagship's turns an order into one
+  its services' own rules refuse), or read by the tools themselves
+  (:meth:`FaultPlan.business_failure`);
+* **transient failures and latency** on every service -- given to the app's services
+  by its lab hooks (``LabHooks.options``: the flagship sets its sandbox scenario's
+  ``transient_rate``, ``seed`` and ``latency_ms``), or :meth:`FaultPlan.transient_fault`
   for tools of one's own;
 * **model misbehaviour** -- per (run, step) conversation, the model's first answers
   are wrong: an unknown tool, malformed arguments, a wrong value (a wrong amount),
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
     from agent_coordinator.bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
     from agent_coordinator.core.agent import Agent
-    from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 
 __all__ = [
     "MISBEHAVIOURS",
@@ -362,16 +362,6 @@ class FaultPlan(BaseModel):
             latency_ms=self.latency_ms,
             duplicate_delivery=self.duplicate_delivery,
             outage=self.outage.spec() if self.outage else None,
-        )
-
-    def scenario(self, base: Scenario | None = None) -> Scenario:
-        """``base`` (default: the default scenario) with this plan's transient rate,
-        seed and latency."""
-        from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-
-        base = base if base is not None else Scenario.default()
-        return base.model_copy(
-            update={"transient_rate": self.transient_rate, "seed": self.seed, "latency_ms": self.latency_ms}
         )
 
     def without(
@@ -683,7 +673,7 @@ class FaultInjection:
         agents = injection.agents(agents)            # models misbehave / go down
         bus = injection.bus()                        # duplicates, the outage's group
         log = injection.event_log(MemoryEventLog())  # counts events for event-length outages
-        inputs = [injection.sabotage(i, sabotage_order) for i in inputs]
+        inputs = [injection.sabotage(i, saboteur) for i in inputs]  # the app's, see lab.hooks
         injection.arm()                              # the outage clock starts now
         ... run ...
         await injection.aclose()

@@ -12,25 +12,25 @@ The fixtures are a pytest plugin, opt-in -- in the root ``conftest.py``::
 from agent_coordinator.testing.plugin import (
     RECORD_OPTION,
     ReplayingModelFactory,
-    SandboxServices,
     ScriptedModelFactory,
+    app_environment,
     fake_model,
     memory_bus,
     pytest_addoption,
     replaying_model,
-    sandbox_services,
     scripted_model,
+    workflow_app,
 )
 
 __all__ = [
     "RECORD_OPTION",
     "ReplayingModelFactory",
-    "SandboxServices",
     "ScriptedModelFactory",
+    "app_environment",
     "fake_model",
     "memory_bus",
     "pytest_addoption",
     "replaying_model",
-    "sandbox_services",
     "scripted_model",
+    "workflow_app",
 ]

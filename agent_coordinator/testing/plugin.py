@@ -16,45 +16,41 @@ fixture                gives
                        :class:`~agent_coordinator.agents.cassette.ReplayingChatModel`; a relative directory is
                        taken from the test file's folder; ``pytest --record-cassettes`` records
                        with the ``record_with`` model instead
-``sandbox_services``   the order services in process: ``.sandbox`` (a
-                       :class:`~agent_coordinator.examples.orders.sandbox.Sandbox`),
-                       ``.client`` (an ``httpx.AsyncClient`` to it), ``.check(results)``
+``app_environment``    the environment of your ``workflow_app`` fixture's app (its agents,
+                       services and ``await .check(results)``), closed after the test
 ``memory_bus``         an :class:`~agent_coordinator.bus.memory.InMemoryBus`, closed after the test
 =====================  ========================================================================
 
-``sandbox_services`` and ``memory_bus`` are async fixtures and need ``pytest-asyncio``
+``app_environment`` and ``memory_bus`` are async fixtures and need ``pytest-asyncio``
 (``pip install pytest-asyncio``); the others work in any test. See ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pytest
 
 if TYPE_CHECKING:  # each fixture imports what it uses, so loading the plugin stays cheap
-    import httpx
     from langchain_core.messages import AIMessage
 
     from agent_coordinator.agents.cassette import RecordingChatModel, ReplayingChatModel
     from agent_coordinator.agents.fake import Policy, ScriptedChatModel
     from agent_coordinator.bus.memory import InMemoryBus
-    from agent_coordinator.core.results import WorkflowResult
-    from agent_coordinator.examples.orders.sandbox import Sandbox
+    from agent_coordinator.core.app import AppEnvironment, WorkflowApp
 
 __all__ = [
     "RECORD_OPTION",
     "ReplayingModelFactory",
-    "SandboxServices",
     "ScriptedModelFactory",
+    "app_environment",
     "fake_model",
     "memory_bus",
     "replaying_model",
-    "sandbox_services",
     "scripted_model",
+    "workflow_app",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -150,21 +146,6 @@ def replaying_model(request: pytest.FixtureRequest) -> ReplayingModelFactory:
     return build
 
 
-@dataclass
-class SandboxServices:
-    """The in-process order services of one test and a client to them."""
-
-    sandbox: Sandbox
-    client: httpx.AsyncClient
-
-    def check(self, results: Sequence[WorkflowResult]) -> list[str]:
-        """Inconsistencies between the orders' outcomes and the services' state
-        (:func:`agent_coordinator.examples.orders.app.check_order_effects`); empty when consistent."""
-        from agent_coordinator.examples.orders.app import check_order_effects
-
-        return check_order_effects(self.sandbox, results)
-
-
 def _async_fixture(function: _F) -> _F:
     """``pytest_asyncio.fixture(function)``; without pytest-asyncio, a fixture of the
     same name that fails the test saying what to install."""
@@ -180,21 +161,28 @@ def _async_fixture(function: _F) -> _F:
     return cast(_F, pytest_asyncio.fixture(function))
 
 
-@_async_fixture
-async def sandbox_services() -> AsyncIterator[SandboxServices]:
-    """The inventory, payment and shipping services in process
-    (:class:`agent_coordinator.examples.orders.sandbox.Sandbox` with its default scenario: ``SKU-SOLDOUT``,
-    ``tok_declined``, country ``AQ`` and ``tok_flaky`` fail on purpose) and an
-    ``httpx.AsyncClient`` to them, closed after the test. Pass the client to
-    ``order_agents(client=...)``."""
-    from agent_coordinator.examples.orders.sandbox import Sandbox
+@pytest.fixture
+def workflow_app() -> WorkflowApp:
+    """The app :func:`app_environment` opens. Define your own ``workflow_app`` fixture
+    (in a ``conftest.py`` or the test module) returning your :class:`WorkflowApp`;
+    this default fails, saying so."""
+    pytest.fail(
+        "the app_environment fixture needs a workflow_app fixture: define one returning your WorkflowApp, "
+        "e.g. `@pytest.fixture\ndef workflow_app(): return my_package.travel:app`"
+    )
 
-    sandbox = Sandbox()
-    try:
-        async with sandbox.client() as client:
-            yield SandboxServices(sandbox=sandbox, client=client)
-    finally:
-        sandbox.close()
+
+@_async_fixture
+async def app_environment(workflow_app: WorkflowApp) -> AsyncIterator[AppEnvironment]:
+    """``workflow_app``'s environment with its defaults (for the flagship: the
+    sandbox services in process and the scripted fake models), closed after the
+    test: ``.agents`` to run with, ``.validation_context`` for inputs, and
+    ``await .check(results)`` -- the app's own invariants over the services' state
+    (empty when consistent)."""
+    from agent_coordinator.core.app import AppOptions
+
+    async with workflow_app.environment(AppOptions()) as environment:
+        yield environment
 
 
 @_async_fixture

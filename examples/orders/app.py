@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from agent_coordinator.agents.fake import ScriptedChatModel
 from agent_coordinator.agents.models import parse_model_options
 from agent_coordinator.core.agent import Agent
-from agent_coordinator.core.app import AppEnvironment, AppOptions, Parameter, WorkflowApp
+from agent_coordinator.core.app import SERVICE_ATTEMPTS, AppEnvironment, AppOptions, Parameter, WorkflowApp
 from agent_coordinator.core.errors import CoordinatorError, WorkflowDefinitionError
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.core.workflow import Step, StepEvents, Workflow
@@ -311,7 +311,10 @@ async def _order_environment(options: AppOptions) -> AsyncIterator[AppEnvironmen
                     scenario.catalogue, sandbox.inventory.unit_prices, sandbox.inventory.currency
                 ),
                 check=check_local,
-                extras={"sandbox": sandbox},
+                extras={
+                    "sandbox": sandbox,
+                    SERVICE_ATTEMPTS: lambda: sum(c.attempts for c in sandbox.counters.values()),
+                },
             )
     finally:
         sandbox.close()
@@ -329,4 +332,6 @@ order_fulfilment_app = WorkflowApp(
             description="a charge above this many cents waits for a person's approval; not set: none waits",
         ),
     ),
+    lab="agent_coordinator.examples.orders.lab:hooks",
+    services="agent_coordinator.examples.orders.sandbox.server:serve",
 )
