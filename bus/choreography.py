@@ -479,12 +479,17 @@ class Choreographer:
                 log.warning("deadline sweep failed (retrying): %s", exc)
 
     async def expire(self, workflow_id: str) -> Event | None:
-        """Fail whatever ``workflow_id`` is stuck in, as its deadline passed.
+        """Move ``workflow_id`` on, as its deadline passed.
 
-        Emits, caused by the run's latest event, the failure of the step it waits
-        for (or the failure of the undo it waits for, or the owner's own terminal
-        event), so the compensation chain runs by events as for any failure. Returns
-        the event emitted; None when the run had ended or is waiting for a person.
+        A run stuck before a step's answer: emits, caused by the run's latest event,
+        that step's failure (or the owner's own terminal event), so the completed
+        steps compensate themselves by events as for any failure. A run stuck before
+        an undo is *not* failed: the undo is the only way forward and its agent may
+        only be down, and an undo declared failed would leave its effect held (a
+        ``needs_attention`` run nobody needed), so the undo's trigger is announced
+        again (in case it was lost) and the run waits another ``deadline`` -- its
+        agent's inbox makes the announcement free if it is merely busy. Returns the
+        event emitted or announced; None when the run had ended or waits for a person.
         """
         known = self.event_log.events(workflow_id)
         if not known:
@@ -502,8 +507,15 @@ class Choreographer:
             emitted = self.saga.performed(nxt.step, StepReport(ok=False, reason=reason), cause=last, signed_by=OWNER)
         elif nxt.action is Action.COMPENSATE:
             assert nxt.step is not None
-            reason = f"agent {nxt.step.agent!r} gave {reason}"
-            emitted = self.saga.compensated(nxt.step, StepReport(ok=False, reason=reason), cause=last, signed_by=OWNER)
+            log.warning(
+                "run %s: still waiting for agent %r to undo step %r; announcing %s again",
+                workflow_id,
+                nxt.step.agent,
+                nxt.step.name,
+                last.type,
+            )
+            await self._announce(last)
+            return last
         else:
             emitted = self.saga.finished(cause=last)
         log.warning("run %s missed its deadline at %s: emitting %s", workflow_id, last.type, emitted.type)
