@@ -31,7 +31,9 @@ from agent_coordinator.graphs.checkpoints import open_checkpointer
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
+    from agent_coordinator.bus.base import EventBus
     from agent_coordinator.core.agent import Agent
     from agent_coordinator.core.signing import Keyring
 
@@ -81,6 +83,10 @@ class ModeSpec:
     participants: Collection[str] | None = None
     deadline: float | None = None
     concurrency: int = 16
+    #: Already open, owned by the caller (a measuring wrapper, say): used instead of
+    #: what ``state`` / ``bus`` name, and not closed here.
+    checkpointer: BaseCheckpointSaver[Any] | None = None
+    event_bus: EventBus | None = None
 
     @property
     def on_a_broker(self) -> bool:
@@ -94,11 +100,15 @@ async def open_mode(spec: ModeSpec) -> AsyncIterator[Orchestration | Choreograph
     unknown mode and for state or a bus that cannot be used (naming it)."""
     async with AsyncExitStack() as stack:
         if spec.name == "orchestration":
-            checkpointer = await stack.enter_async_context(open_checkpointer(spec.state, state_dir=spec.state_dir))
+            checkpointer = spec.checkpointer
+            if checkpointer is None:
+                checkpointer = await stack.enter_async_context(open_checkpointer(spec.state, state_dir=spec.state_dir))
             yield Orchestration(checkpointer=checkpointer, supervisor=spec.supervisor)
         elif spec.name == "choreography":
-            bus = open_bus(spec.bus, namespace=spec.namespace)
-            stack.push_async_callback(bus.close)
+            bus = spec.event_bus
+            if bus is None:
+                bus = open_bus(spec.bus, namespace=spec.namespace)
+                stack.push_async_callback(bus.close)
             store = None
             if spec.outbox or spec.on_a_broker:
                 # On a broker, participants commit through an outbox shared by the

@@ -38,7 +38,9 @@ async def run_orchestration(request: Request) -> Measurement:
         open_app(request) as app,
         open_checkpointer(str(request.options.get("checkpointer", "default"))) as saver,
         open_coordinator(
-            app.workflow, agents=app.agents, mode=Orchestration(checkpointer=saver), **_supervisor(request, app)
+            app.workflow,
+            agents=app.agents,
+            mode=Orchestration(checkpointer=saver, supervisor=_supervisor(request, app)),
         ) as coordinator,
     ):
         engine: Any = coordinator.engine
@@ -59,12 +61,12 @@ async def run_orchestration(request: Request) -> Measurement:
         return await measure(request, items=app.items, warmup_items=app.warmup_items, run_one=run_one, counts=counts)
 
 
-def _supervisor(request: Request, app: App) -> dict[str, Any]:
-    """``supervisor_model=`` (the scenario's own fake model, so its calls are counted)
-    when ``options["supervisor"] == "model"``; nothing for the default rule supervisor."""
+def _supervisor(request: Request, app: App) -> Any:
+    """The scenario's own fake model (so its calls are counted) as the supervisor when
+    ``options["supervisor"] == "model"``; None for the default rule supervisor."""
     if request.options.get("supervisor", "rule") == "model":
-        return {"supervisor_model": app.model}
-    return {}
+        return app.model
+    return None
 
 
 async def run_choreography(request: Request) -> Measurement:

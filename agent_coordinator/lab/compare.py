@@ -60,7 +60,7 @@ from agent_coordinator.core.workflow import Workflow
 from agent_coordinator.lab.faults import CountingEventLog, FaultInjection, FaultPlan, Outage, Saboteur
 from agent_coordinator.lab.hooks import LabHooks, judge, lab_hooks, world_options
 from agent_coordinator.lab.invariants import InvariantReport, render_trace
-from agent_coordinator.modes import Choreography, Orchestration, open_coordinator
+from agent_coordinator.modes import ModeSpec, open_coordinator, open_mode
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -317,28 +317,29 @@ async def _run_workload(
     async with AsyncExitStack() as stack:
         env = await stack.enter_async_context(app.environment(options))
         log: CountingEventLog = injection.event_log(MemoryEventLog())
-        metered: _MeteredBus | None = None
-        memory_bus: Any = None
-        saver: Any = None
-        if mode == "choreography":
-            inner: EventBus
-            if bus_url and not bus_url.startswith("memory:"):
-                inner = open_bus(bus_url)
-            else:
-                inner = memory_bus = InMemoryBus(duplicate_delivery=plan.duplicate_delivery)
-            metered = _MeteredBus(injection.bus(inner))
-            stack.push_async_callback(metered.close)
+        # Both meters are made; the mode uses the one that is its own.
+        saver = _CountingSaver()
+        inner: EventBus
+        memory_bus: InMemoryBus | None = None
+        if bus_url and not bus_url.startswith("memory:"):
+            inner = open_bus(bus_url)
         else:
-            saver = _CountingSaver()
+            inner = memory_bus = InMemoryBus(duplicate_delivery=plan.duplicate_delivery)
+        metered = _MeteredBus(injection.bus(inner))
+        stack.push_async_callback(metered.close)
+        spec = ModeSpec(
+            name=mode,
+            state_dir=directory,
+            checkpointer=saver,
+            event_bus=metered,
+            deadline=deadline,
+            concurrency=concurrency,
+        )
         coordinator = await stack.enter_async_context(
             open_coordinator(
                 workflow,
                 agents=injection.agents(env.agents),
-                mode=(
-                    Choreography(bus=metered, concurrency=concurrency, deadline=deadline)
-                    if mode == "choreography"
-                    else Orchestration(checkpointer=saver)
-                ),
+                mode=await stack.enter_async_context(open_mode(spec)),
                 settings=settings,
                 event_log=log,
             )
@@ -369,7 +370,8 @@ async def _run_workload(
         attempts = env.extras.get(SERVICE_ATTEMPTS)
         if callable(attempts):
             service_calls = attempts() / n
-        stats = metered.stats() if metered is not None else None
+        # Whichever meter carried the runs: the bus's (choreography) or the checkpointer's.
+        stats = metered.stats() if metered.stats().published else None
         per_order: list[tuple[int, float, float | None, str]] = []
         for position, ((offset, _, result), workflow_id) in enumerate(zip(outcomes, ids, strict=True)):
             ended = isinstance(result, WorkflowResult) and result.status.ended
@@ -393,7 +395,7 @@ async def _run_workload(
             bus_delivered=stats.delivered if stats else None,
             bus_redelivered=stats.redelivered if stats else None,
             bus_dead_lettered=stats.dead_lettered if stats else None,
-            checkpoints=sum(saver.puts.values()) if saver is not None else None,
+            checkpoints=sum(saver.puts.values()) or None,
             events_logged=log.count,
             injected=injection.stats.as_dict(),
             per_order=per_order,
@@ -401,7 +403,7 @@ async def _run_workload(
         workload.runs = runs
         workload.statuses = statuses
         workload.report = report
-        workload.carriers = metered.deliveries if metered is not None else saver.puts
+        workload.carriers = metered.deliveries if stats is not None else saver.puts
     return workload
 
 
@@ -617,7 +619,8 @@ async def compare(
 
 def _outage_story(outage: Outage, measured: Mapping[tuple[str, str], _Workload], deadline: float) -> str:
     label = f"outage {outage.spec()}"
-    parts = [f"{outage.participant} down for {outage.for_ms:g} ms from the start (deadline {deadline:g} s):"]
+    length = f"{outage.for_ms:g} ms" if outage.for_ms is not None else f"{outage.for_events} events"
+    parts = [f"{outage.participant} down for {length} from the start (deadline {deadline:g} s):"]
     for mode in MODES:
         m = measured[(label, mode)].measurement
         if m is None:
