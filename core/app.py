@@ -16,6 +16,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent_coordinator.core.errors import WorkflowDefinitionError
@@ -143,7 +144,8 @@ class WorkflowApp:
       runs; None: the lab uses the generic parts only;
     * ``services`` -- ``package.module:attribute`` of a function serving its
       services over HTTP for other processes (``coordinator sandbox``):
-      ``serve(host=, port=, store=, scenario=)``; None: it has none to serve.
+      ``serve(*, host: str, port: int, store: Path | None, scenario: Path | None)``,
+      blocking until SIGINT or SIGTERM; None: it has none to serve.
 
     The generic code -- the CLI, the lab, the Studio entry, the test fixtures --
     talks only to this; the domain stays in the app's own folder.
@@ -154,6 +156,18 @@ class WorkflowApp:
     parameters: tuple[Parameter, ...] = ()
     lab: str | None = None
     services: str | None = None
+
+    def serve_services(self, *, host: str, port: int, store: Path | None, scenario: Path | None) -> None:
+        """Serve this app's services over HTTP until SIGINT or SIGTERM (see ``services``).
+
+        Raises :class:`WorkflowDefinitionError` when the app has no services to serve,
+        or its ``services`` spec cannot be loaded."""
+        if self.services is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.workflow.name!r} has no services to serve: its WorkflowApp names none (services=)"
+            )
+        serve = _load_attribute(self.services, f"the services of workflow {self.workflow.name!r}")
+        serve(host=host, port=port, store=store, scenario=scenario)
 
     def resolve_parameters(self, given: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, Any]:
         """Every declared parameter's value: ``given`` (``name -> text`` from the command
@@ -201,3 +215,13 @@ def load_app(spec: str, *, origin: str = "--workflow") -> WorkflowApp:
             "`app = WorkflowApp(workflow=..., environment=...)` in that module"
         )
     return app
+
+
+def _load_attribute(spec: str, what: str) -> Any:
+    """``package.module:attribute`` imported, or a :class:`WorkflowDefinitionError`
+    naming ``what`` and the spec."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise WorkflowDefinitionError(f"{what}: cannot load {spec!r}: {exc}") from exc

@@ -1229,7 +1229,9 @@ app.command("reject", epilog=EXIT_CODES_HELP)(
 
 @app.command()
 def worker(
-    participant: Annotated[str, typer.Argument(help="inventory, payment, shipping, owner or projection")],
+    participant: Annotated[
+        str, typer.Argument(help="an agent of the workflow (see `coordinator graph`), owner or projection")
+    ],
     bus: Annotated[
         str,
         typer.Option("--bus", help="the broker the participants share: amqp://... or nats://..."),
@@ -1408,18 +1410,16 @@ def sandbox(
     port: Annotated[int, typer.Option(help="port (0: a free one, printed)")] = 8700,
     store: Annotated[Path | None, typer.Option(help="keep the services' state in this SQLite file")] = None,
     scenario: ScenarioOption = None,
+    workflow: WorkflowOption = DEFAULT_APP,
 ) -> None:
-    """Serve the sandbox inventory, payment and shipping services over HTTP.
+    """Serve the workflow app's own services over HTTP (the flagship's: its sandbox
+    inventory, payment and shipping services).
 
     Point runs and workers at it with `--services http://HOST:PORT` so that several
     processes (workers, a resume after a crash) share one set of services.
     """
-    from agent_coordinator.examples.orders.sandbox.scenario import Scenario
-    from agent_coordinator.examples.orders.sandbox.server import serve
-
     try:
-        world = Scenario.from_file(scenario) if scenario else None
-        serve(host=host, port=port, store=store, scenario=world)
+        _load_app(workflow).serve_services(host=host, port=port, store=store, scenario=scenario)
     except CoordinatorError as exc:
         raise fail(str(exc)) from None
 

@@ -333,5 +333,5 @@ order_fulfilment_app = WorkflowApp(
         ),
     ),
     lab="agent_coordinator.examples.orders.lab:hooks",
-    services="agent_coordinator.examples.orders.sandbox.server:serve",
+    services="agent_coordinator.examples.orders.sandbox.server:serve_services",
 )

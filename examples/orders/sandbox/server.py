@@ -30,7 +30,7 @@ import uvicorn
 from agent_coordinator.examples.orders.sandbox.app import Sandbox
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 
-__all__ = ["READY_PREFIX", "serve"]
+__all__ = ["READY_PREFIX", "serve", "serve_services"]
 
 #: The start of the line printed once the server accepts connections.
 READY_PREFIX = "sandbox listening on "
@@ -94,3 +94,9 @@ def serve(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sandbox.close()
+
+
+def serve_services(*, host: str, port: int, store: Path | None, scenario: Path | None) -> None:
+    """The order app's services hook (``WorkflowApp.services``, ``coordinator
+    sandbox``): :func:`serve` with the scenario read from ``scenario``, a JSON file."""
+    serve(host=host, port=port, store=store, scenario=Scenario.from_file(scenario) if scenario else None)
