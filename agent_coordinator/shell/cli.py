@@ -34,6 +34,7 @@ import os
 import re
 import signal
 import sqlite3
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -334,6 +335,11 @@ def _a(word: str) -> str:
 
 
 def _load_app(spec: str) -> WorkflowApp:
+    """The app ``spec`` names. The working directory is importable, as for
+    ``python -m``: an app of one's own runs from its project's folder uninstalled."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
     try:
         return load_app(spec)
     except CoordinatorError as exc:

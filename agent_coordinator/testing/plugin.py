@@ -188,7 +188,7 @@ async def app_environment(workflow_app: WorkflowApp) -> AsyncIterator[AppEnviron
 @_async_fixture
 async def memory_bus() -> AsyncIterator[InMemoryBus]:
     """A fresh :class:`~agent_coordinator.bus.memory.InMemoryBus` for a choreography run
-    (``open_coordinator(..., mode="choreography", bus=memory_bus)``), closed after
+    (``open_coordinator(..., mode=Choreography(bus=memory_bus))``), closed after
     the test."""
     from agent_coordinator.bus.memory import InMemoryBus
 
