@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from agent_coordinator import modes as modes_module
 from agent_coordinator.bus import InMemoryBus, bus_namespace, open_bus
+from agent_coordinator.core import run as run_module
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.eventlog import MemoryEventLog
 from agent_coordinator.core.events import EventFactory, LogicalClock
@@ -28,8 +29,9 @@ from agent_coordinator.core.saga import Saga, StepReport
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT
 from agent_coordinator.shell import cli as cli_module
-from agent_coordinator.shell.cli import app, default_deadline
+from agent_coordinator.shell.cli import app
 from agent_coordinator.shell.reporting import WaitingFor
+from agent_coordinator.shell.session import default_deadline
 from tests.services import NATS_URL, RABBITMQ_URL, require_service
 from tests.travel_app import SPEC as TRAVEL_APP
 
@@ -112,14 +114,14 @@ def test_the_cli_names_broker_objects_after_the_workflow_and_the_prefix(
 
 def test_a_choreographed_run_has_a_deadline_by_default(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     deadlines: dict[str, Any] = {}
-    real = cli_module.open_coordinator
+    real = run_module.open_coordinator
 
     def spy(workflow: Any, **options: Any) -> Any:
         mode = options["mode"]
         deadlines[mode.name] = getattr(mode, "deadline", None)
         return real(workflow, **options)
 
-    monkeypatch.setattr(cli_module, "open_coordinator", spy)
+    monkeypatch.setattr(run_module, "open_coordinator", spy)
     for mode in ("orchestration", "choreography"):
         assert cli.invoke(app, ["run", ORDERS, "--mode", mode]).exit_code == 0
     assert default_deadline(ORDER_FULFILMENT, RunSettings()) == 480.0  # (3 steps + 1) x 120 s

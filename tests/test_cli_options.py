@@ -14,6 +14,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from agent_coordinator.shell import cli as cli_module
+from agent_coordinator.shell import console as console_module
+from agent_coordinator.shell import session as session_module
 from agent_coordinator.shell.cli import app
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "orders"
@@ -198,12 +200,12 @@ def test_graph_png_without_pygraphviz_fails_before_printing(cli: CliRunner, monk
 def colour(monkeypatch: pytest.MonkeyPatch) -> tuple[io.StringIO, io.StringIO]:
     """The CLI's consoles as a colour terminal: highlighting would show as escape codes."""
     out, err = io.StringIO(), io.StringIO()
-    monkeypatch.setattr(
-        cli_module, "console", Console(file=out, force_terminal=True, color_system="standard", width=200)
-    )
-    monkeypatch.setattr(
-        cli_module, "errors", Console(file=err, force_terminal=True, color_system="standard", width=200)
-    )
+    stdout = Console(file=out, force_terminal=True, color_system="standard", width=200)
+    stderr = Console(file=err, force_terminal=True, color_system="standard", width=200)
+    for module in (cli_module, console_module, session_module):  # every shell module that prints
+        for name, replacement in (("console", stdout), ("errors", stderr)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, replacement)
     return out, err
 
 
