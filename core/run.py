@@ -26,13 +26,13 @@ from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
 from agent_coordinator.core.events import Clock, EventFactory
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
-from agent_coordinator.core.runner import StepRunner
 from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
 
 if TYPE_CHECKING:
     from agent_coordinator.core.agent import Agent
+    from agent_coordinator.core.runner import StepRunner
     from agent_coordinator.core.signing import Keyring
 
 __all__ = ["MODES", "Coordinator", "Engine", "Mode", "open_coordinator"]
@@ -292,6 +292,10 @@ async def open_coordinator(
     Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the
     workflow and agents don't fit.
     """
+    # Imported here: the runner brings LangChain, which a command that only names the
+    # modes (or reads the log) should not pay for.
+    from agent_coordinator.core.runner import StepRunner
+
     settings = settings or RunSettings()
     own_log = event_log is None
     event_log = event_log if event_log is not None else MemoryEventLog()
