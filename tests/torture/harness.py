@@ -96,6 +96,8 @@ class TortureReport:
     phases: dict[str, float] = field(default_factory=dict)
     dead_letters: int | None = None
     broker_restarts: int = 0
+    #: Of those, how many were clean stops (a young RabbitMQ node: see brokers.RA_NAMES_SAVED_AFTER_S).
+    broker_graceful_stops: int = 0
     began: float = 0.0  # time.monotonic() when the driver started (kill times are relative to it)
     schema: str | None = None
 
@@ -148,6 +150,7 @@ class TortureReport:
                 "by_kind": self.kills_by_kind(),
                 "processes": sum(len(k.roles) for k in self.kills),
                 "broker_restarts": self.broker_restarts,
+                "broker_graceful_stops": self.broker_graceful_stops,
                 "list": [
                     {
                         "number": k.number,
@@ -308,6 +311,7 @@ async def run_torture(config: TortureConfig) -> TortureReport:
         phases={name: round(end - start, 1) for (name, start), (_, end) in itertools.pairwise(marks)},
         dead_letters=driver.dead_letters,
         broker_restarts=getattr(driver, "broker_restarts", 0),
+        broker_graceful_stops=getattr(getattr(driver, "broker", None), "graceful_stops", 0),
         began=driver.began,
         schema=schema if config.keep_schema else None,
     )

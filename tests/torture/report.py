@@ -73,7 +73,12 @@ def details(report: TortureReport, examples: int = 3) -> str:
     out.append(f"   closing {closing.command}: {how}; dead letters: {letters}")
     out.append("   phases: " + ", ".join(f"{name} {seconds:g}s" for name, seconds in report.phases.items()))
     if report.broker_restarts:
-        out.append(f"   broker restarts: {report.broker_restarts}")
+        clean = (
+            f" ({report.broker_graceful_stops} of them clean stops of a young node)"
+            if report.broker_graceful_stops
+            else ""
+        )
+        out.append(f"   broker restarts: {report.broker_restarts}{clean}")
     if verdict.unexpected:
         out.append(f"   note: {len(verdict.unexpected)} orders ended otherwise than the world dictates (deadlines?)")
     for problem in verdict.problems():
