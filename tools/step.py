@@ -220,7 +220,10 @@ def _read_parameters(function: StepFunction, tool: str) -> tuple[_Parameters, di
         annotation = hints.get(parameter.name, inspect.Parameter.empty)
         bare = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD, parameter.POSITIONAL_ONLY):
-            shown = {parameter.VAR_POSITIONAL: "*", parameter.VAR_KEYWORD: "**"}.get(parameter.kind, "")
+            stars = (
+                1 if parameter.kind is parameter.VAR_POSITIONAL else 2 if parameter.kind is parameter.VAR_KEYWORD else 0
+            )
+            shown = "*" * stars
             raise WorkflowDefinitionError(
                 f"{where}: parameter {shown}{parameter.name} cannot be a tool's; take named parameters only "
                 "(the model's before `*`, the coordinator's after it)"
