@@ -198,11 +198,12 @@ class Step(BaseModel):
                 )
             elif not isinstance(tool, str) and tool is not None:
                 raise WorkflowDefinitionError(f"{step}: {role} must be a tool or a tool's name, not {_shown(tool)}")
-            if isinstance(agent, Agent) and isinstance(data[role], str):
+            named = data.get(role)
+            if isinstance(agent, Agent) and isinstance(named, str):
                 owned = sorted(t.name for t in agent.tools)
-                if data[role] not in owned:
+                if named not in owned:
                     raise WorkflowDefinitionError(
-                        f"{step}: its {role} tool {data[role]!r} is not among the tools of agent {agent.name!r} "
+                        f"{step}: its {role} tool {named!r} is not among the tools of agent {agent.name!r} "
                         f"{owned}; add it to the agent's tools, or give the step the agent that owns it"
                     )
         if data.get("events") is None and isinstance(name, str):
