@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent_coordinator.core.agent import Agent
-    from agent_coordinator.core.app import AppEnvironment, AppOptions, WorkflowApp
+    from agent_coordinator.core.app import AppEnvironment, AppOptions, Parameter, WorkflowApp
     from agent_coordinator.core.context import ToolCallContext, idempotency_key, tool_call_context
     from agent_coordinator.core.errors import (
         BusClosed,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
         InvalidInput,
         MalformedEvent,
         ModelError,
-        ModelMisbehaviour,
         ModelUnavailable,
         StepError,
         TransientFailure,
@@ -46,6 +45,7 @@ if TYPE_CHECKING:
     from agent_coordinator.core.settings import Backoff, RunSettings
     from agent_coordinator.core.workflow import Step, StepEvents, Workflow
     from agent_coordinator.modes import Choreography, Orchestration, arun_workflow, open_coordinator, run_workflow
+    from agent_coordinator.tools.step import StepTool, agents_using, step_tool
 
 #: name -> the module that defines it
 _EXPORTS: dict[str, str] = {
@@ -60,7 +60,6 @@ _EXPORTS: dict[str, str] = {
     "InvalidInput": "agent_coordinator.core.errors",
     "MalformedEvent": "agent_coordinator.core.errors",
     "ModelError": "agent_coordinator.core.errors",
-    "ModelMisbehaviour": "agent_coordinator.core.errors",
     "ModelUnavailable": "agent_coordinator.core.errors",
     "StepError": "agent_coordinator.core.errors",
     "TransientFailure": "agent_coordinator.core.errors",
@@ -89,12 +88,16 @@ _EXPORTS: dict[str, str] = {
     "Agent": "agent_coordinator.core.agent",
     "AppEnvironment": "agent_coordinator.core.app",
     "AppOptions": "agent_coordinator.core.app",
+    "Parameter": "agent_coordinator.core.app",
     "WorkflowApp": "agent_coordinator.core.app",
     "Choreography": "agent_coordinator.modes",
     "Orchestration": "agent_coordinator.modes",
     "arun_workflow": "agent_coordinator.modes",
     "open_coordinator": "agent_coordinator.modes",
     "run_workflow": "agent_coordinator.modes",
+    "StepTool": "agent_coordinator.tools.step",
+    "agents_using": "agent_coordinator.tools.step",
+    "step_tool": "agent_coordinator.tools.step",
 }
 
 __all__ = [
@@ -119,9 +122,9 @@ __all__ = [
     "MemoryEventLog",
     "Mode",
     "ModelError",
-    "ModelMisbehaviour",
     "ModelUnavailable",
     "Orchestration",
+    "Parameter",
     "RunSettings",
     "SqliteEventLog",
     "Step",
@@ -129,6 +132,7 @@ __all__ = [
     "StepEvents",
     "StepOutcome",
     "StepStatus",
+    "StepTool",
     "SystemClock",
     "ToolCallContext",
     "TransientFailure",
@@ -138,11 +142,13 @@ __all__ = [
     "WorkflowDefinitionError",
     "WorkflowResult",
     "WorkflowStatus",
+    "agents_using",
     "arun_workflow",
     "idempotency_key",
     "open_coordinator",
     "parse_event",
     "run_workflow",
+    "step_tool",
     "tool_call_context",
 ]
 

@@ -1,10 +1,12 @@
 """What a tool learns about the call it serves: workflow, step, idempotency key.
 
 Coordinators call tools with ``config={"configurable": {"coordinator": ToolCallContext}}``.
-A tool reads it with :func:`tool_call_context` (declare a ``config: RunnableConfig``
-parameter on a ``@tool`` function and LangChain injects it) and sends the
-``idempotency_key`` with its request, so a retried, resumed or redelivered call
-never repeats the effect.
+A tool sends the context's ``idempotency_key`` with its request, so a retried,
+resumed or redelivered call never repeats the effect. A ``@step_tool``
+(:mod:`agent_coordinator.tools.step`) receives the context in its keyword-only
+parameter annotated ``ToolCallContext``; any other LangChain tool reads it with
+:func:`tool_call_context` from a ``config: RunnableConfig`` parameter, which
+LangChain injects.
 """
 
 from __future__ import annotations

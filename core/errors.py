@@ -11,7 +11,6 @@ The hierarchy::
     │   ├── BusinessFailure       the world said no (declined, out of stock): compensate
     │   ├── TransientFailure      try again later (timeout, 5xx): retry with backoff
     │   └── InvalidArguments      the call itself was wrong: re-ask the model
-    ├── ModelMisbehaviour         a model kept breaking the guard after its re-asks
     ├── ModelError                the chat model itself failed (provider down, bad config)
     │   └── ModelUnavailable      no answer after retries: unreachable, overloaded, refusing our key
     └── BusError                  an event bus failed (publish not confirmed, closed bus, ...)
@@ -19,6 +18,11 @@ The hierarchy::
 
 Backend exceptions (httpx, pydantic, a broker client) are translated into these at
 the seam (``raise BusinessFailure(...) from exc``) so callers only ever catch ours.
+
+A model that answers but keeps breaking the guard (unknown tool, invalid arguments,
+wrong values) raises nothing: each refusal goes back to the model, and after its
+re-asks the step fails like any refused step, the refusals listed in its
+``StepOutcome.rejections`` (``agent_coordinator.core.runner``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ __all__ = [
     "InvalidInput",
     "MalformedEvent",
     "ModelError",
-    "ModelMisbehaviour",
     "ModelUnavailable",
     "StepError",
     "TransientFailure",
@@ -125,16 +128,6 @@ class InvalidArguments(StepError):
     """
 
     retryable = False
-
-
-class ModelMisbehaviour(CoordinatorError):
-    """A model's answers kept failing the guard (unknown tool, bad arguments, wrong
-    values, no tool call) until its re-asks ran out. ``problems`` lists each answer's
-    fault in order."""
-
-    def __init__(self, message: str, *, problems: list[str]) -> None:
-        super().__init__(message)
-        self.problems = problems
 
 
 class ModelError(CoordinatorError):

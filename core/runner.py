@@ -159,7 +159,8 @@ class StepRunner:
                 actions[agent.name].append(action)
             if step.compensation is not None:
                 _step_tool(agent, step, step.compensation, "compensation")
-        self._direct_calls: dict[str, _DirectCall | None] = {}
+        # By the tool object, not its name: two agents may own different tools of one name.
+        self._direct_calls: dict[int, _DirectCall | None] = {}
         # The model only ever sees action tools: compensation is not its decision.
         self._offered: dict[str, list[str]] = {name: sorted(t.name for t in tools) for name, tools in actions.items()}
         self._bound: dict[str, Runnable[Any, BaseMessage]] = {
@@ -372,9 +373,10 @@ class StepRunner:
         or None when ``tool`` must go through ``ainvoke`` (see ``direct_tool_calls``)."""
         if not self.settings.direct_tool_calls:
             return None
-        if tool.name not in self._direct_calls:
-            self._direct_calls[tool.name] = _direct_call(tool)
-        return self._direct_calls[tool.name]
+        key = id(tool)  # the agents hold their tools for the runner's lifetime: ids stay unique
+        if key not in self._direct_calls:
+            self._direct_calls[key] = _direct_call(tool)
+        return self._direct_calls[key]
 
     def _facts(
         self, step: Step, tool: BaseTool, input: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
@@ -472,8 +474,9 @@ def _direct_call(tool: BaseTool) -> _DirectCall | None:
     """Validate with the tool's schema, then await its coroutine -- what
     ``StructuredTool.ainvoke`` does, minus the signature introspection and callback
     setup it repeats on every call (~0.4 ms; pydantic itself is ~4 µs). Only for a
-    plain ``StructuredTool`` with a coroutine, a pydantic schema whose fields are all
-    coroutine parameters, and no callbacks of its own."""
+    ``StructuredTool`` with a coroutine, a pydantic schema whose fields the coroutine
+    takes (as named parameters, or through ``**arguments``, as a ``@step_tool``'s
+    does), no other parameter but ``config``, and no callbacks of its own."""
     schema = tool.args_schema
     coroutine = getattr(tool, "coroutine", None)
     if not isinstance(tool, StructuredTool) or coroutine is None or tool.callbacks:
@@ -481,8 +484,10 @@ def _direct_call(tool: BaseTool) -> _DirectCall | None:
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         return None
     parameters = inspect.signature(coroutine).parameters
+    named = {name for name, p in parameters.items() if p.kind is not p.VAR_KEYWORD}
+    takes_any = len(named) < len(parameters)
     fields = tuple(schema.model_fields)
-    if not set(fields) <= set(parameters) or set(parameters) - set(fields) - {"config"}:
+    if not (takes_any or set(fields) <= named) or named - set(fields) - {"config"}:
         return None
     takes_config = "config" in parameters
 

@@ -5,37 +5,55 @@ A :class:`Workflow` is an ordered list of :class:`Step` s. It says nothing about
 graph, ``bus`` into per-agent event subscriptions. Neither coordinator knows any
 domain; everything domain-specific is here, in the step's ``facts``.
 
-Example (two steps, not about orders)::
+Example (three steps, not about orders; docs/guide.md builds it from nothing)::
 
     Workflow(
-        name="travel",
+        name="trip",
         input_model=Trip,
         id_field="trip_id",
-        started_event="TripRequested",
-        completed_event="TripBooked",
-        cancelled_event="TripCancelled",
         steps=[
-            Step(name="flight", agent="airline", action="book_flight",
-                 compensation="cancel_flight",
-                 events=StepEvents(succeeded="FlightBooked", failed="FlightBookingFailed",
-                                   compensated="FlightCancelled"),
-                 facts=lambda trip, done: {"trip_id": trip["trip_id"], "route": trip["route"]}),
-            ...
+            Step(name="flight", agent=airline, action=book_flight, compensation=cancel_flight),
+            Step(name="hotel", agent=hotelier, action=book_hotel, compensation=cancel_hotel),
+            Step(name="car", agent=rental, action=rent_car, compensation=return_car,
+                 facts=lambda trip, done: {"trip_id": trip["trip_id"], "city": trip["city"],
+                                           "days": trip["nights"] + 1}),
         ],
     )
+
+A step names its agent and tools by object or by name (``agent="airline"``,
+``action="book_flight"``): objects are turned into their names here, so the
+definition is plain data either way, and a typo is caught when the module loads.
+
+**Event names** default from the names (:func:`event_title` turns ``car_rental``
+into ``CarRental`` and ``order-fulfilment`` into ``OrderFulfilment``):
+
+==========================  =====================================================
+workflow ``trip``           ``TripStarted``, ``TripCompleted``, ``TripCancelled``
+step ``flight``             ``FlightSucceeded``, ``FlightFailed``, ``FlightCompensated``
+==========================  =====================================================
+
+Name them yourself -- ``started_event=...``, ``events=StepEvents(...)`` -- when the
+domain has better words (``InventoryReserved``, ``PaymentRefunded``). The events
+derived from a step's events or title are the same either way:
+``<compensated>Failed`` (an undo that could not complete), ``<Title>Stopped`` and
+``<Title>Resumed`` (a model outage), ``<Title>ApprovalRequested``,
+``<Title>Approved`` and ``<Title>Rejected`` (a step that needs approval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from agent_coordinator.core.agent import Agent
 from agent_coordinator.core.errors import InvalidInput, WorkflowDefinitionError
 
-__all__ = ["ApprovalRule", "CompensationFacts", "Facts", "Step", "StepEvents", "Workflow"]
+__all__ = ["ApprovalRule", "CompensationFacts", "Facts", "Step", "StepEvents", "Workflow", "event_title"]
 
 #: ``facts(input, results) -> arguments``: the values the step's action must be
 #: called with, computed from the workflow input (JSON-mode dict) and the results of
@@ -52,9 +70,28 @@ CompensationFacts = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 #: ``parameters`` are the run's :attr:`RunSettings.parameters` (thresholds, say).
 ApprovalRule = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]], Mapping[str, Any]], str | None]
 
+_WORD_SEPARATORS = re.compile(r"[-_.]+")
+_SHOWN_CHARACTERS = 60
+
+
+def event_title(name: str) -> str:
+    """The CamelCase word a step's or workflow's events start with: ``flight`` ->
+    ``Flight``, ``car_rental`` -> ``CarRental``, ``order-fulfilment`` ->
+    ``OrderFulfilment`` (each part's first letter upper-cased, the rest kept)."""
+    return "".join(part[:1].upper() + part[1:] for part in _WORD_SEPARATORS.split(name))
+
+
+def _shown(value: Any) -> str:
+    """``value`` as a message names it: its repr, cut short, and its type."""
+    text = repr(value)
+    if len(text) > _SHOWN_CHARACTERS:
+        text = text[:_SHOWN_CHARACTERS] + "..."
+    return f"{text} ({type(value).__name__})"
+
 
 class StepEvents(BaseModel):
-    """The three domain events of a step."""
+    """The three domain events of a step; by default ``<Title>Succeeded``,
+    ``<Title>Failed`` and ``<Title>Compensated`` (see :meth:`named_after`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -62,19 +99,37 @@ class StepEvents(BaseModel):
     failed: str = Field(min_length=1, description="e.g. 'InventoryReservationFailed'")
     compensated: str = Field(min_length=1, description="e.g. 'InventoryReleased'")
 
+    @classmethod
+    def named_after(cls, step: str) -> StepEvents:
+        """The default events of step ``step``: ``flight`` -> ``FlightSucceeded``,
+        ``FlightFailed``, ``FlightCompensated``."""
+        title = event_title(step)
+        return cls(succeeded=f"{title}Succeeded", failed=f"{title}Failed", compensated=f"{title}Compensated")
+
 
 class Step(BaseModel):
     """One unit of work, owned by one agent.
 
-    * ``action`` is the name of the agent's tool the model must call to do the step;
+    * ``agent`` is the :class:`~agent_coordinator.core.agent.Agent` that owns the
+      step, or its name;
+    * ``action`` is the agent's tool the model must call to do the step (the tool,
+      e.g. one made with ``@step_tool``, or its name);
     * ``compensation`` is the tool that undoes it. It is never chosen by a model: the
       coordinator calls it with ``compensation_facts(result)`` (by default, the
       fields of the step's recorded result that the compensation tool accepts).
       ``None`` means the step needs no undo.
+    * ``events`` names the step's three events; by default they are named after the
+      step (``flight`` -> ``FlightSucceeded``, ``FlightFailed``,
+      ``FlightCompensated``; see :class:`StepEvents`);
     * ``facts`` computes the action's expected arguments (see :data:`Facts`). By
       default: the input fields whose names the action tool accepts.
     * ``approval`` (see :data:`ApprovalRule`) pauses the run before the step until a
       person approves; a rejection fails the step and compensates the others.
+
+    Objects are stored as their names (``step.agent == "airline"``). When the agent
+    is given as an object, its tools must include the action and the compensation;
+    either way :class:`WorkflowDefinitionError` names the step and the offending
+    value.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -89,13 +144,80 @@ class Step(BaseModel):
     compensation_facts: CompensationFacts | None = None
     approval: ApprovalRule | None = None
 
+    # Spelled out so that type checkers accept objects where the stored field is a
+    # name (pydantic's generated signature would say ``agent: str``).
+    def __init__(
+        self,
+        *,
+        name: str,
+        agent: Agent | str,
+        action: BaseTool | str,
+        compensation: BaseTool | str | None = None,
+        events: StepEvents | None = None,
+        description: str = "",
+        facts: Facts | None = None,
+        compensation_facts: CompensationFacts | None = None,
+        approval: ApprovalRule | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            agent=agent,
+            action=action,
+            compensation=compensation,
+            events=events,
+            description=description,
+            facts=facts,
+            compensation_facts=compensation_facts,
+            approval=approval,
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_of_objects(cls, data: Any) -> Any:
+        """Agents and tools given as objects become their names; absent events get
+        the step's default names."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        name = data.get("name")
+        step = f"step {name!r}"
+        agent = data.get("agent")
+        if isinstance(agent, Agent):
+            data["agent"] = agent.name
+        elif not isinstance(agent, str) and agent is not None:
+            raise WorkflowDefinitionError(f"{step}: agent must be an Agent or an agent's name, not {_shown(agent)}")
+        for role in ("action", "compensation"):
+            tool = data.get(role)
+            if isinstance(tool, BaseTool):
+                data[role] = tool.name
+            elif callable(tool):
+                function = getattr(tool, "__name__", repr(tool))
+                raise WorkflowDefinitionError(
+                    f"{step}: {role} {function} is a function, not a tool; decorate it with @step_tool "
+                    "(agent_coordinator.step_tool) or pass a LangChain tool"
+                )
+            elif not isinstance(tool, str) and tool is not None:
+                raise WorkflowDefinitionError(f"{step}: {role} must be a tool or a tool's name, not {_shown(tool)}")
+            named = data.get(role)
+            if isinstance(agent, Agent) and isinstance(named, str):
+                owned = sorted(t.name for t in agent.tools)
+                if named not in owned:
+                    raise WorkflowDefinitionError(
+                        f"{step}: its {role} tool {named!r} is not among the tools of agent {agent.name!r} "
+                        f"{owned}; add it to the agent's tools, or give the step the agent that owns it"
+                    )
+        if data.get("events") is None and isinstance(name, str):
+            data["events"] = StepEvents.named_after(name)
+        return data
+
     @property
     def title(self) -> str:
         """The step name in CamelCase, e.g. ``payment`` -> ``Payment``; prefixes the
-        step's approval events (``PaymentApprovalRequested``, ``PaymentApproved``,
-        ``PaymentRejected``) and the events of a run stopped at it because its model
-        could not be reached (``PaymentStopped``, ``PaymentResumed``)."""
-        return "".join(part[:1].upper() + part[1:] for part in self.name.split("_"))
+        step's default events, its approval events (``PaymentApprovalRequested``,
+        ``PaymentApproved``, ``PaymentRejected``) and the events of a run stopped at
+        it because its model could not be reached (``PaymentStopped``,
+        ``PaymentResumed``)."""
+        return event_title(self.name)
 
 
 class Workflow(BaseModel):
@@ -104,7 +226,12 @@ class Workflow(BaseModel):
     ``input_model`` validates each input; ``id_field`` names the input field that is
     the workflow id (the event ``subject``, the graph thread id, the idempotency-key
     prefix). ``started_event`` is emitted when an input is accepted;
-    ``completed_event`` / ``cancelled_event`` end it.
+    ``completed_event`` / ``cancelled_event`` end it. They default to the
+    workflow's name: ``trip`` -> ``TripStarted``, ``TripCompleted``,
+    ``TripCancelled``.
+
+    Raises :class:`WorkflowDefinitionError` (no steps, repeated step or event names,
+    an ``id_field`` the input does not have) naming what is wrong.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -113,10 +240,43 @@ class Workflow(BaseModel):
     description: str = ""
     input_model: type[BaseModel]
     id_field: str
-    started_event: str
-    completed_event: str
-    cancelled_event: str
+    started_event: str = Field(min_length=1)
+    completed_event: str = Field(min_length=1)
+    cancelled_event: str = Field(min_length=1)
     steps: tuple[Step, ...]
+
+    # Spelled out so that the event names read as optional to type checkers.
+    def __init__(
+        self,
+        *,
+        name: str,
+        input_model: type[BaseModel],
+        id_field: str,
+        steps: Sequence[Step],
+        description: str = "",
+        started_event: str | None = None,
+        completed_event: str | None = None,
+        cancelled_event: str | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            input_model=input_model,
+            id_field=id_field,
+            steps=steps,
+            description=description,
+            started_event=started_event,
+            completed_event=completed_event,
+            cancelled_event=cancelled_event,
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_event_names(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
+            return data
+        title = event_title(data["name"])
+        defaults = {"started_event": "Started", "completed_event": "Completed", "cancelled_event": "Cancelled"}
+        return {**data, **{key: f"{title}{word}" for key, word in defaults.items() if data.get(key) is None}}
 
     @model_validator(mode="after")
     def _check_consistent(self) -> Workflow:
@@ -139,7 +299,10 @@ class Workflow(BaseModel):
                 event_names += [f"{step.title}ApprovalRequested", f"{step.title}Approved", f"{step.title}Rejected"]
         dupes = sorted({n for n in event_names if event_names.count(n) > 1})
         if dupes:
-            raise WorkflowDefinitionError(f"workflow {self.name!r}: event names must be unique, repeated: {dupes}")
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r}: event names must be unique, repeated: {dupes}; name the events of "
+                "the steps involved yourself (Step(events=StepEvents(...)))"
+            )
         return self
 
     # -- lookups the coordinators share -------------------------------------------

@@ -17,34 +17,29 @@ Each action's result carries the id its compensation takes (``reservation_id``,
 ``charge_id``, ``shipment_id``).
 """
 
-# No ``from __future__ import annotations`` here: LangChain resolves each tool
-# coroutine's type hints on every call to find its ``RunnableConfig`` parameter, and
-# evaluated annotations make that lookup ~5x cheaper and immune to unresolvable names
-# (which would silently drop the config, and with it the idempotency key).
+from __future__ import annotations
 
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Self
 from urllib.parse import quote
 
 import httpx
-from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, StructuredTool
+from langchain_core.tools import BaseTool
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     computed_field,
     field_validator,
 )
 
-from agent_coordinator.core.context import tool_call_context
-from agent_coordinator.core.errors import InvalidArguments
+from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.tools.http import call_service
+from agent_coordinator.tools.step import step_tool
 
 __all__ = [
     "ISO_4217_CURRENCIES",
@@ -425,57 +420,55 @@ class CancelShipmentArgs(BaseModel):
 # -- the tools --------------------------------------------------------------------------
 
 
-class _ServiceTool(StructuredTool):
-    """A StructuredTool whose argument-schema failures raise InvalidArguments.
-
-    LangChain raises pydantic's ValidationError for arguments that fail the schema;
-    the coordinator acts on StepErrors only, so it is translated here, naming every
-    offending field, to make a model's bad call a re-ask instead of a crash.
-    """
-
-    def _parse_input(self, tool_input: str | dict[str, Any], tool_call_id: str | None) -> str | dict[str, Any]:
-        try:
-            return super()._parse_input(tool_input, tool_call_id)
-        except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<args>'}: {e['msg']}" for e in exc.errors())
-            raise InvalidArguments(f"invalid arguments for {self.name}: {detail}") from exc
-
-
 def _items_json(items: list[LineItem]) -> list[dict[str, Any]]:
     return [{"sku": item.sku, "quantity": item.quantity} for item in items]
-
-
-def _tool(
-    name: str, description: str, args_schema: type[BaseModel], coroutine: Callable[..., Awaitable[dict[str, Any]]]
-) -> BaseTool:
-    return _ServiceTool.from_function(coroutine=coroutine, name=name, description=description, args_schema=args_schema)
 
 
 def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -> dict[str, BaseTool]:
     """The six order tools, keyed by name, calling the services at ``urls`` with ``client``.
 
-    Async only: call them with ``await tool.ainvoke(args, config=ToolCallContext(...).as_config())``
-    (a coordinator does this). Each returns the service's JSON answer as a dict and
+    Step tools (:func:`agent_coordinator.tools.step.step_tool`), async only: call them
+    with ``await tool.ainvoke(args, config=ToolCallContext(...).as_config())`` (a
+    coordinator does this). Each returns the service's JSON answer as a dict and
     raises :class:`~agent_coordinator.core.errors.BusinessFailure`,
     :class:`~agent_coordinator.core.errors.TransientFailure` or
     :class:`~agent_coordinator.core.errors.InvalidArguments` (also for arguments that fail the
-    schema, or a call without a ``ToolCallContext``).
+    schema, or a call without a ``ToolCallContext``). Their schemas are the ``*Args``
+    models above, whose field descriptions and bounds the models read.
     """
     urls = urls if urls is not None else ServiceUrls()
 
+    @step_tool(
+        args_schema=ReserveStockArgs,
+        description="Reserve stock for an order: holds every listed SKU and quantity, all or nothing, and prices "
+        "them from the catalogue in the order's currency. Returns {reservation_id, order_id, "
+        "items: [{sku, quantity, unit_price_cents}], total_cents, currency, status: 'held'}; "
+        "total_cents is what the order costs. Fails if a SKU is unknown or out of stock, or the "
+        "catalogue does not price in that currency.",
+    )
     async def reserve_stock(
-        order_id: str, items: list[LineItem], currency: str, config: RunnableConfig
+        order_id: str, items: list[LineItem], currency: str, *, call: ToolCallContext
     ) -> dict[str, Any]:
         body = {"order_id": order_id, "items": _items_json(items), "currency": currency}
-        context = tool_call_context(config)
-        return await call_service(client, "POST", f"{urls.inventory}/reservations", json=body, context=context)
+        return await call_service(client, "POST", f"{urls.inventory}/reservations", json=body, context=call)
 
-    async def release_stock(reservation_id: str, config: RunnableConfig) -> dict[str, Any]:
+    @step_tool(
+        args_schema=ReleaseStockArgs,
+        description="Release a reservation made by reserve_stock, returning its units to stock. Safe to repeat. "
+        "Returns {reservation_id, status: 'released'}.",
+    )
+    async def release_stock(reservation_id: str, *, call: ToolCallContext) -> dict[str, Any]:
         url = f"{urls.inventory}/reservations/{quote(reservation_id, safe='')}/release"
-        return await call_service(client, "POST", url, json=None, context=tool_call_context(config))
+        return await call_service(client, "POST", url, json=None, context=call)
 
+    @step_tool(
+        args_schema=ChargePaymentArgs,
+        description="Charge the order's payment method for the order total (integer cents, with its currency). "
+        "Returns {charge_id, order_id, amount_cents, currency, status: 'captured'}. Fails if the card "
+        "is declined.",
+    )
     async def charge_payment(
-        order_id: str, amount_cents: int, currency: str, payment_method: str, config: RunnableConfig
+        order_id: str, amount_cents: int, currency: str, payment_method: str, *, call: ToolCallContext
     ) -> dict[str, Any]:
         body = {
             "order_id": order_id,
@@ -483,70 +476,37 @@ def order_tools(*, client: httpx.AsyncClient, urls: ServiceUrls | None = None) -
             "currency": currency,
             "payment_method": payment_method,
         }
-        context = tool_call_context(config)
-        return await call_service(client, "POST", f"{urls.payment}/charges", json=body, context=context)
+        return await call_service(client, "POST", f"{urls.payment}/charges", json=body, context=call)
 
-    async def refund_payment(charge_id: str, config: RunnableConfig) -> dict[str, Any]:
+    @step_tool(
+        args_schema=RefundPaymentArgs,
+        description="Refund a charge made by charge_payment in full. Safe to repeat. "
+        "Returns {charge_id, status: 'refunded', amount_cents}.",
+    )
+    async def refund_payment(charge_id: str, *, call: ToolCallContext) -> dict[str, Any]:
         url = f"{urls.payment}/charges/{quote(charge_id, safe='')}/refund"
-        return await call_service(client, "POST", url, json=None, context=tool_call_context(config))
+        return await call_service(client, "POST", url, json=None, context=call)
 
+    @step_tool(
+        args_schema=ScheduleShipmentArgs,
+        description="Schedule delivery of the order's items to its shipping address. "
+        "Returns {shipment_id, order_id, status: 'scheduled', carrier, eta_days}. Fails if the "
+        "country cannot be shipped to.",
+    )
     async def schedule_shipment(
-        order_id: str, address: Address, items: list[LineItem], config: RunnableConfig
+        order_id: str, address: Address, items: list[LineItem], *, call: ToolCallContext
     ) -> dict[str, Any]:
         body = {"order_id": order_id, "address": address.model_dump(), "items": _items_json(items)}
-        context = tool_call_context(config)
-        return await call_service(client, "POST", f"{urls.shipping}/shipments", json=body, context=context)
+        return await call_service(client, "POST", f"{urls.shipping}/shipments", json=body, context=call)
 
-    async def cancel_shipment(shipment_id: str, config: RunnableConfig) -> dict[str, Any]:
+    @step_tool(
+        args_schema=CancelShipmentArgs,
+        description="Cancel a shipment made by schedule_shipment. Safe to repeat. Returns {shipment_id, status: "
+        "'cancelled'}.",
+    )
+    async def cancel_shipment(shipment_id: str, *, call: ToolCallContext) -> dict[str, Any]:
         url = f"{urls.shipping}/shipments/{quote(shipment_id, safe='')}/cancel"
-        return await call_service(client, "POST", url, json=None, context=tool_call_context(config))
+        return await call_service(client, "POST", url, json=None, context=call)
 
-    tools = [
-        _tool(
-            "reserve_stock",
-            "Reserve stock for an order: holds every listed SKU and quantity, all or nothing, and prices "
-            "them from the catalogue in the order's currency. Returns {reservation_id, order_id, "
-            "items: [{sku, quantity, unit_price_cents}], total_cents, currency, status: 'held'}; "
-            "total_cents is what the order costs. Fails if a SKU is unknown or out of stock, or the "
-            "catalogue does not price in that currency.",
-            ReserveStockArgs,
-            reserve_stock,
-        ),
-        _tool(
-            "release_stock",
-            "Release a reservation made by reserve_stock, returning its units to stock. Safe to repeat. "
-            "Returns {reservation_id, status: 'released'}.",
-            ReleaseStockArgs,
-            release_stock,
-        ),
-        _tool(
-            "charge_payment",
-            "Charge the order's payment method for the order total (integer cents, with its currency). "
-            "Returns {charge_id, order_id, amount_cents, currency, status: 'captured'}. Fails if the card "
-            "is declined.",
-            ChargePaymentArgs,
-            charge_payment,
-        ),
-        _tool(
-            "refund_payment",
-            "Refund a charge made by charge_payment in full. Safe to repeat. "
-            "Returns {charge_id, status: 'refunded', amount_cents}.",
-            RefundPaymentArgs,
-            refund_payment,
-        ),
-        _tool(
-            "schedule_shipment",
-            "Schedule delivery of the order's items to its shipping address. "
-            "Returns {shipment_id, order_id, status: 'scheduled', carrier, eta_days}. Fails if the "
-            "country cannot be shipped to.",
-            ScheduleShipmentArgs,
-            schedule_shipment,
-        ),
-        _tool(
-            "cancel_shipment",
-            "Cancel a shipment made by schedule_shipment. Safe to repeat. Returns {shipment_id, status: 'cancelled'}.",
-            CancelShipmentArgs,
-            cancel_shipment,
-        ),
-    ]
+    tools = [reserve_stock, release_stock, charge_payment, refund_payment, schedule_shipment, cancel_shipment]
     return {tool.name: tool for tool in tools}
