@@ -185,6 +185,27 @@ def test_status_at_80_columns_shows_whole_ids_and_statuses(
     assert "the run column is left out at this width: see --json" in words(result.stdout)
 
 
+def test_the_run_table_at_80_columns_keeps_whole_ids_and_outcomes(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file run a second time is answered from the record: the widest table, whose
+    # id column used to be squeezed to nothing at 80 columns.
+    long_ids = tmp_path / "long.jsonl"
+    lines = (EXAMPLES / "orders.jsonl").read_text().splitlines()
+    long_ids.write_text("\n".join(line.replace('"o-10', '"order-2026-11-26-express-10') for line in lines[:5]) + "\n")
+    assert cli.invoke(app, ["run", str(long_ids)]).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli.invoke(app, ["run", str(long_ids)])
+    assert result.exit_code == 0
+    table = result.stdout.split("done/undone")[0].splitlines()
+    assert max(len(line) for line in table) <= 80
+    rows = [line for line in table if "order-2026-11-26-express-10" in line]
+    for row, status in zip(rows, ["completed", "completed", "compensated", "compensated", "compensated"], strict=True):
+        assert re.search(rf"order-2026-11-26-express-100\d .*{status} .*recorded", row), row
+    assert len(rows) == 5
+    assert "left out at this width: undone, tokens, ms (see --json)" in words(result.stdout)
+
+
 def test_graph_png_without_pygraphviz_fails_before_printing(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli_module.importlib.util.find_spec
     monkeypatch.setattr(

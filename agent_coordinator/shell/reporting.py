@@ -77,6 +77,9 @@ STATUS_STYLE = {
 CHUNK = 100
 
 _COLUMNS = ("id", "outcome", "done", "undone", "model", "tokens", "tool", "ms", "source")
+#: Left out, in this order, while the table is wider than the terminal: the id and
+#: the outcome are never cut (a table whose ids are squeezed to nothing tells nothing).
+_DROPPABLE = ("ms", "tokens", "undone", "tool", "model")
 
 
 def summary_of(result: WorkflowResult) -> dict[str, Any]:
@@ -155,23 +158,43 @@ class RunReport:
                 "done/undone: steps performed/compensated; model, tool: calls made; tokens: model input+output; "
                 "source: ran now, or recorded (answered from the event log: the counts are the original run's)"
             )
-        for column in _COLUMNS:
-            numeric = column in ("model", "tokens", "tool", "ms")
-            table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "id", min_width=6)
-        for result in self._pending:
-            usage = result.usage
-            style = STATUS_STYLE[result.status]
-            table.add_row(
+        rows = [
+            (
                 escape(result.workflow_id),
-                f"[{style}]{result.status.value}[/]",
+                result.status.value,
                 f"{result.steps_done}/{len(result.steps)}",
                 str(result.steps_compensated),
-                str(usage.model_calls),
-                str(usage.input_tokens + usage.output_tokens),
-                str(usage.tool_calls),
+                str(result.usage.model_calls),
+                str(result.usage.input_tokens + result.usage.output_tokens),
+                str(result.usage.tool_calls),
                 f"{result.duration_ms:.1f}",
                 "recorded" if result.recorded else "ran",
             )
+            for result in self._pending
+        ]
+        widths = {c: max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(_COLUMNS)}
+        shown = list(_COLUMNS)
+        for column in _DROPPABLE:
+            if sum(widths[c] + 3 for c in shown) + 1 <= self.console.width:
+                break
+            shown.remove(column)
+        if first and len(shown) < len(_COLUMNS):
+            left_out = ", ".join(c for c in _COLUMNS if c not in shown)
+            table.caption = f"{table.caption}; left out at this width: {left_out} (see --json)"
+        for column in shown:
+            numeric = column in ("model", "tokens", "tool", "ms")
+            whole = column in ("id", "outcome")
+            table.add_column(
+                column,
+                justify="right" if numeric else "left",
+                no_wrap=True,
+                min_width=widths[column] if whole else None,
+                overflow="fold",
+            )
+        for result, row in zip(self._pending, rows, strict=True):
+            cells = dict(zip(_COLUMNS, row, strict=True))
+            cells["outcome"] = f"[{STATUS_STYLE[result.status]}]{result.status.value}[/]"
+            table.add_row(*(cells[c] for c in shown))
         self.console.print(table)
         for result in self._pending:
             if result.reason:
