@@ -46,6 +46,7 @@ import pytest_asyncio
 from agent_coordinator.bus import EventBus, Handler
 from agent_coordinator.core.errors import BusClosed, MalformedEvent, UntrustedEvent
 from agent_coordinator.core.events import Event, EventFactory
+from agent_coordinator.testing.suite import ConformanceSuite, closed_after
 
 __all__ = [
     "WAIT",
@@ -137,7 +138,7 @@ async def publish_all(bus: EventBus, events: Iterable[Event]) -> None:
 
 
 @pytest.mark.asyncio
-class EventBusContract:
+class EventBusContract(ConformanceSuite):
     """The :class:`~agent_coordinator.bus.base.EventBus` contract, as tests a backend must pass.
 
     Subclass it as ``Test<YourBus>`` and define the ``bus_factory`` fixture: a
@@ -166,24 +167,13 @@ class EventBusContract:
     @pytest.fixture
     def bus_factory(self) -> BusFactory:
         """Opens a fresh bus of the backend under test: define it in your subclass."""
-        pytest.fail(
-            f"{type(self).__name__} runs the EventBus contract but has no bus_factory fixture: "
-            "define one returning `async def open_bus(**options) -> EventBus`"
-        )
+        self._missing_factory("EventBus", "bus_factory", "`async def open_bus(**options) -> EventBus`")
 
     @pytest_asyncio.fixture
     async def new_bus(self, bus_factory: BusFactory) -> AsyncIterator[BusFactory]:
         """``bus_factory``, with every bus it opened closed after the test."""
-        opened: list[EventBus] = []
-
-        async def open_(**options: Any) -> EventBus:
-            bus = await bus_factory(**options)
-            opened.append(bus)
-            return bus
-
-        yield open_
-        for bus in opened:
-            await bus.close()
+        async with closed_after(bus_factory) as open_bus:
+            yield open_bus
 
     async def settle(self, bus: EventBus) -> None:
         """Wait until ``bus`` has nothing queued, in flight or awaiting redelivery

@@ -32,6 +32,7 @@ import pytest
 
 from agent_coordinator.core.eventlog import ORPHAN_RUN, EventLog, RunRecord
 from agent_coordinator.core.events import Event, EventFactory
+from agent_coordinator.testing.suite import ConformanceSuite
 
 __all__ = ["EventLogContract", "EventLogFactory", "ForgettingEventLog", "RunRecordingEventLog"]
 
@@ -85,7 +86,7 @@ def _ids(events: list[Event]) -> list[str]:
     return [e.id for e in events]
 
 
-class EventLogContract:
+class EventLogContract(ConformanceSuite):
     """The :class:`~agent_coordinator.core.eventlog.EventLog` contract, as tests a log must pass.
 
     * ``append`` is idempotent per (run id, event id): an event appended again (a
@@ -116,10 +117,7 @@ class EventLogContract:
     @pytest.fixture
     def event_log_factory(self) -> EventLogFactory:
         """Opens a handle on the log under test: define it in your subclass."""
-        pytest.fail(
-            f"{type(self).__name__} runs the EventLog contract but has no event_log_factory fixture: "
-            "define one returning a function that opens your log"
-        )
+        self._missing_factory("EventLog", "event_log_factory", "a function that opens your log")
 
     @pytest.fixture
     def open_log(self, event_log_factory: EventLogFactory) -> Iterator[EventLogFactory]:
@@ -134,10 +132,6 @@ class EventLogContract:
         yield open_
         for log in opened:
             log.close()
-
-    def _require(self, capability: str) -> None:
-        if not getattr(self, capability):
-            pytest.skip(f"{type(self).__name__} does not claim {capability}")
 
     # -- append and read -------------------------------------------------------------
 

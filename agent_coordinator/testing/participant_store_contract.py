@@ -36,6 +36,7 @@ import pytest_asyncio
 
 from agent_coordinator.bus.outbox import ParticipantStore
 from agent_coordinator.core.events import Event, EventFactory
+from agent_coordinator.testing.suite import ConformanceSuite, closed_after
 
 __all__ = ["ParticipantStoreContract", "StoreFactory"]
 
@@ -74,7 +75,7 @@ class _Unserialisable:
 
 
 @pytest.mark.asyncio
-class ParticipantStoreContract:
+class ParticipantStoreContract(ConformanceSuite):
     """The :class:`~agent_coordinator.bus.outbox.ParticipantStore` contract, as tests a store must pass.
 
     * inbox: ``handled(group, event_id)`` is true once ``commit`` marked it, per group;
@@ -104,29 +105,20 @@ class ParticipantStoreContract:
     @pytest.fixture
     def store_factory(self) -> StoreFactory:
         """Opens a handle on the store under test: define it in your subclass."""
-        pytest.fail(
-            f"{type(self).__name__} runs the ParticipantStore contract but has no store_factory fixture: "
-            "define one returning `async def open_store(*, claim_timeout: float) -> ParticipantStore`"
+        self._missing_factory(
+            "ParticipantStore", "store_factory", "`async def open_store(*, claim_timeout: float) -> ParticipantStore`"
         )
 
     @pytest_asyncio.fixture
     async def open_store(self, store_factory: StoreFactory) -> AsyncIterator[_OpenStore]:
         """``store_factory`` (``claim_timeout`` defaulting to an hour), with every
         handle it opened closed after the test."""
-        opened: list[ParticipantStore] = []
+        async with closed_after(store_factory) as open_tracked:
 
-        async def open_(*, claim_timeout: float = LONG_CLAIM) -> ParticipantStore:
-            store = await store_factory(claim_timeout=claim_timeout)
-            opened.append(store)
-            return store
+            def open_(*, claim_timeout: float = LONG_CLAIM) -> Awaitable[ParticipantStore]:
+                return open_tracked(claim_timeout=claim_timeout)
 
-        yield open_
-        for store in opened:
-            await store.close()
-
-    def _require(self, capability: str) -> None:
-        if not getattr(self, capability):
-            pytest.skip(f"{type(self).__name__} does not claim {capability}")
+            yield open_
 
     # -- inbox and outbox --------------------------------------------------------------
 
