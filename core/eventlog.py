@@ -92,11 +92,12 @@ class MemoryEventLog:
     def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
         for event in events:
             run_of_event = run_id or self._run_of.get(event.causation_id or "", ORPHAN_RUN)
-            self._run_of[event.id] = run_of_event
             runs = self._subjects.setdefault(event.subject, {})
             bucket = runs.setdefault(run_of_event, {})
             if event.id not in bucket:
                 bucket[event.id] = event
+                # Only a new copy is a newer hold: a duplicate changes nothing (as in SQLite).
+                self._run_of[event.id] = run_of_event
                 if next(reversed(runs)) != run_of_event:  # the run with the newest event is the latest
                     runs[run_of_event] = runs.pop(run_of_event)
 

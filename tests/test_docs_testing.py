@@ -12,3 +12,9 @@ def test_the_documented_example_is_the_tested_one() -> None:
     doc = (ROOT / "docs" / "testing.md").read_text()
     example = (ROOT / "tests" / "test_plugin_example.py").read_text()
     assert f"```python\n{example}```" in doc, "copy tests/test_plugin_example.py into docs/testing.md again"
+
+
+def test_the_documented_conformance_example_is_the_tested_one() -> None:
+    doc = (ROOT / "docs" / "testing.md").read_text()
+    example = (ROOT / "tests" / "contract" / "test_example_contract.py").read_text()
+    assert f"```python\n{example}```" in doc, "copy tests/contract/test_example_contract.py into docs/testing.md again"

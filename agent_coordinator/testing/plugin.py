@@ -48,6 +48,7 @@ __all__ = [
     "app_environment",
     "fake_model",
     "memory_bus",
+    "pytest_addoption",
     "replaying_model",
     "scripted_model",
     "workflow_app",

@@ -1,28 +1,20 @@
-"""What a backend of the bus contract suite is: :class:`BackendConfig` (see conftest.py).
+"""What a backend of the bus contract suite is: :class:`BackendConfig` (see test_bus_contract.py).
 
 A module of its own, so that the backend modules (``backend_<name>.py``), which
-conftest.py imports, can import it at their top without an import cycle.
+test_bus_contract.py imports, can import it at their top without an import cycle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import pytest
 
 from agent_coordinator.bus import EventBus
+from agent_coordinator.testing.bus_contract import BusFactory
 
 __all__ = ["BackendConfig", "BusFactory"]
-
-
-class BusFactory(Protocol):
-    """Opens a fresh bus. Options the suite passes: ``max_deliveries``,
-    ``redelivery_delay``, ``duplicate_delivery`` (each only when the matching
-    capability flag is set)."""
-
-    def __call__(self, **options: Any) -> Awaitable[EventBus]: ...
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""The shipped event log conformance suite (:mod:`agent_coordinator.testing.event_log_contract`)
+run on the project's event logs: in memory and SQLite. (There is no PostgreSQL event
+log; when one is written, it gets a class here.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent_coordinator.core.eventlog import MemoryEventLog, SqliteEventLog
+from agent_coordinator.testing.event_log_contract import EventLogContract, EventLogFactory
+
+
+class TestMemoryEventLog(EventLogContract):
+    concurrent_handles = False  # one process's memory
+    durable = False
+    forgets = True
+
+    @pytest.fixture
+    def event_log_factory(self) -> EventLogFactory:
+        log = MemoryEventLog()
+        return lambda: log
+
+
+class TestSqliteEventLog(EventLogContract):
+    records_runs = True
+
+    @pytest.fixture
+    def event_log_factory(self, tmp_path: Path) -> EventLogFactory:
+        return lambda: SqliteEventLog(tmp_path / "events.sqlite")
