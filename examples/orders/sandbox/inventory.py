@@ -37,7 +37,7 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
     ok,
     parse_body,
 )
-from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService
+from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService, record_from_dict
 from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS, Scenario
 
 if TYPE_CHECKING:
@@ -98,15 +98,8 @@ class Reservation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reservation:
         """The reservation :meth:`to_dict` gave ``data``."""
-        return cls(
-            reservation_id=data["reservation_id"],
-            order_id=data["order_id"],
-            items=tuple(ReservedItem(i["sku"], i["quantity"], i["unit_price_cents"]) for i in data["items"]),
-            total_cents=data["total_cents"],
-            currency=data["currency"],
-            status=data["status"],
-            idempotency_key=data["idempotency_key"],
-        )
+        items = tuple(ReservedItem(i["sku"], i["quantity"], i["unit_price_cents"]) for i in data["items"])
+        return record_from_dict(cls, data, items=items)
 
 
 class InventoryService(ResourceService[Reservation]):
