@@ -20,7 +20,7 @@ Routes (mounted at ``/inventory`` by :class:`agent_coordinator.examples.orders.s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,7 +43,7 @@ from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS,
 if TYPE_CHECKING:
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase
 
-__all__ = ["InventoryService", "Reservation", "ReservedItem"]
+__all__ = ["InventoryService", "Reservation", "ReservedItem", "units_held"]
 
 
 class _ReservationRequest(BaseModel):
@@ -102,6 +102,17 @@ class Reservation:
         return record_from_dict(cls, data, items=items)
 
 
+def units_held(reservations: Iterable[Reservation]) -> dict[str, int]:
+    """Units held by the ``held`` ones of ``reservations``, per SKU (the service's own
+    count, and a client's over the records it fetched)."""
+    totals: dict[str, int] = {}
+    for reservation in reservations:
+        if reservation.status == "held":
+            for item in reservation.items:
+                totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+    return totals
+
+
 class InventoryService(ResourceService[Reservation]):
     """State and ASGI app of the inventory service.
 
@@ -144,12 +155,7 @@ class InventoryService(ResourceService[Reservation]):
             return self._held()
 
     def _held(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for reservation in self.records.values():
-            if reservation.status == "held":
-                for item in reservation.items:
-                    totals[item.sku] = totals.get(item.sku, 0) + item.quantity
-        return totals
+        return units_held(self.records.values())
 
     # -- the domain rule: all-or-nothing stock arithmetic ----------------------------
 
