@@ -5,9 +5,9 @@ behaves the same under orchestration and choreography:
 
 1. the agent's model gets its instructions and a structured task message (the step's
    facts, see :mod:`agent_coordinator.core.task`) with only the agent's *action* tools bound;
-2. the guard checks the answer: exactly one tool call; a tool of this agent; this
-   step's action; arguments valid against the tool's schema; values equal to the
-   workflow's facts. A refused answer is sent back to the model as an error naming
+2. the guard (:mod:`agent_coordinator.core.guard`) checks the answer: exactly one
+   tool call; a tool of this agent; this step's action; arguments valid against the
+   tool's schema; values equal to the workflow's facts. A refused answer is sent back to the model as an error naming
    what was wrong, and the model is re-asked, at most ``max_reasks`` times;
 3. the tool runs with a :class:`~agent_coordinator.core.context.ToolCallContext` (so it sends an
    idempotency key); transient failures are retried with bounded backoff; a business
@@ -31,7 +31,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import Runnable
@@ -47,6 +47,7 @@ from agent_coordinator.core.errors import (
     TransientFailure,
     WorkflowDefinitionError,
 )
+from agent_coordinator.core.guard import check_tool_call, json_normal
 from agent_coordinator.core.model_errors import is_transient_model_error, redact_secrets
 from agent_coordinator.core.results import Usage
 from agent_coordinator.core.saga import StepReport
@@ -210,23 +211,15 @@ class StepRunner:
         self, step: Step, reason: str, in_flight: Mapping[str, Any], budget: float | None
     ) -> StepReport:
         """A step timed out while its tool call was in flight: the effect may or may
-        not have happened. Ask once more with the same idempotency key (a service that
-        did it answers with the first result, without doing it again); if it did
-        happen, undo it now, since the failed step is not in the saga's undo chain."""
+        not have happened. Settle it (:meth:`_undo_if_done`) within ``budget``: the
+        failed step is not in the saga's undo chain, so a late effect is undone now."""
         tool, arguments, context = in_flight["tool"], in_flight["arguments"], in_flight["context"]
-        try:
-            async with asyncio.timeout(budget):
-                replay = await self._call_tool(tool, arguments, context, Backoff(max_attempts=1))
-        except TimeoutError:
+        settled, undo = await self._undo_if_done(step, tool, arguments, context, Backoff(max_attempts=1), budget)
+        if settled == "unknown":
             return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)
-        if not replay.ok or replay.result is None:
-            # A refusal means the effect did not happen; a call that still cannot get
-            # through leaves it unknown.
-            if replay.uncertain:
-                return StepReport(ok=False, reason=f"{reason}; whether its effect happened is unknown", uncertain=True)
+        if settled == "refused":
             return StepReport(ok=False, reason=reason)
-        undo = await self.compensate(step, workflow_id=context.workflow_id, result=replay.result)
-        if not undo.ok:
+        if settled == "held":
             return StepReport(ok=False, reason=f"{reason}; its late effect could not be undone: {undo.reason}")
         return StepReport(ok=False, reason=f"{reason}; its late effect was undone")
 
@@ -249,17 +242,46 @@ class StepRunner:
         says what may still be held.
         """
         tool = self.agents[step.agent].tool(step.action)
-        facts = _json_normal(self._facts(step, tool, input, results))
+        facts = json_normal(self._facts(step, tool, input, results))
         context = ToolCallContext(workflow_id, step.name, step.action)
-        replay = await self._call_tool(tool, facts, context, self.settings.tool_retries)
-        if not replay.ok or replay.result is None:
-            if replay.uncertain:
-                return StepReport(ok=False, reason=f"whether an abandoned {step.action} took effect is unknown")
-            return StepReport(ok=True)  # refused: the abandoned attempt made nothing either
-        undo = await self.compensate(step, workflow_id=workflow_id, result=replay.result)
-        if not undo.ok:
+        settled, undo = await self._undo_if_done(step, tool, facts, context, self.settings.tool_retries, None)
+        if settled == "unknown":
+            return StepReport(ok=False, reason=f"whether an abandoned {step.action} took effect is unknown")
+        if settled == "refused":
+            return StepReport(ok=True)  # the abandoned attempt made nothing either
+        if settled == "held":
             return StepReport(ok=False, reason=f"an abandoned {step.action} could not be undone: {undo.reason}")
-        return StepReport(ok=True, result=replay.result)
+        return StepReport(ok=True, result=undo.result)
+
+    async def _undo_if_done(
+        self,
+        step: Step,
+        tool: BaseTool,
+        arguments: Mapping[str, Any],
+        context: ToolCallContext,
+        backoff: Backoff,
+        budget: float | None,
+    ) -> tuple[Literal["unknown", "refused", "held", "undone"], StepReport]:
+        """Find out whether an attempt of ``step`` whose outcome was lost took effect,
+        and undo it if so: the action is asked again with the same idempotency key (a
+        service that did it answers with its first result and does nothing again),
+        within ``budget`` seconds, and whatever result comes back is compensated.
+
+        Returns how it settled -- ``unknown`` (still no answer), ``refused`` (it never
+        took effect), ``held`` (it did and the undo failed: the report's ``reason``),
+        ``undone`` -- with the undo's report, whose ``result`` is the replayed
+        action's result (for the callers' messages; empty unless an undo ran)."""
+        try:
+            async with asyncio.timeout(budget):
+                replay = await self._call_tool(tool, arguments, context, backoff)
+        except TimeoutError:
+            return "unknown", StepReport(ok=False)
+        if not replay.ok or replay.result is None:
+            # A refusal means the effect did not happen; a call that still cannot get
+            # through leaves it unknown.
+            return ("unknown" if replay.uncertain else "refused"), StepReport(ok=False)
+        undo = await self.compensate(step, workflow_id=context.workflow_id, result=replay.result)
+        return ("undone" if undo.ok else "held"), StepReport(ok=undo.ok, result=replay.result, reason=undo.reason)
 
     async def _perform(
         self,
@@ -272,7 +294,7 @@ class StepRunner:
     ) -> StepReport:
         agent = self.agents[step.agent]
         tool = agent.tool(step.action)
-        facts = _json_normal(self._facts(step, tool, input, results))
+        facts = json_normal(self._facts(step, tool, input, results))
         messages: list[BaseMessage] = [
             SystemMessage(agent.instructions),
             HumanMessage(
@@ -305,7 +327,14 @@ class StepRunner:
                 return StepReport(ok=False, reason=exc.reason, usage=usage, rejections=tuple(rejections))
             del in_flight["asking"]  # not in a `finally`: a timeout must still see it
             usage = usage + _usage_of(answer)
-            arguments, problem = self._check(agent, step, tool, facts, answer)
+            arguments, problem = check_tool_call(
+                answer,
+                step=step,
+                tool=tool,
+                facts=facts,
+                owned={t.name for t in agent.tools},
+                offered=self._offered[agent.name],
+            )
             if problem is None:
                 break
             rejections.append(problem)
@@ -385,44 +414,6 @@ class StepRunner:
             return step.facts(input, results)
         accepted = _schema_fields(tool)
         return {k: v for k, v in input.items() if accepted is None or k in accepted}
-
-    def _check(
-        self, agent: Agent, step: Step, tool: BaseTool, facts: Mapping[str, Any], answer: AIMessage
-    ) -> tuple[dict[str, Any], str | None]:
-        """The guard: the validated arguments, or a problem the model is told about."""
-        calls = answer.tool_calls
-        if not calls:
-            return {}, f"you answered without calling a tool; call `{step.action}` exactly once"
-        if len(calls) > 1:
-            names = ", ".join(f"`{c['name']}`" for c in calls)
-            return {}, f"you made {len(calls)} tool calls at once ({names}); make exactly one call of `{step.action}`"
-        call = calls[0]
-        if call["name"] != step.action:
-            if call["name"] not in {t.name for t in agent.tools}:
-                offered = self._offered[agent.name]
-                return {}, f"unknown tool `{call['name']}`; your tools are {offered}; call `{step.action}`"
-            return {}, f"tool `{call['name']}` is not this step's action; call `{step.action}`"
-        arguments = dict(call.get("args") or {})
-        schema = tool.args_schema
-        if isinstance(schema, type) and issubclass(schema, BaseModel):
-            try:
-                validated = schema.model_validate(arguments).model_dump(mode="json")
-            except ValidationError as exc:
-                detail = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '<arguments>'}: {e['msg']}" for e in exc.errors()
-                )
-                return {}, f"invalid arguments for `{step.action}`: {detail}"
-        else:
-            validated = _json_normal(arguments)
-        for key, expected in facts.items():
-            if key not in validated:
-                return {}, f"argument `{key}` is missing; it must be {json.dumps(expected, sort_keys=True)}"
-            if validated[key] != expected:
-                return {}, (
-                    f"argument `{key}`={json.dumps(validated[key], sort_keys=True)} does not match the "
-                    f"workflow's value {json.dumps(expected, sort_keys=True)}"
-                )
-        return arguments, None
 
     async def _call_tool(
         self, tool: BaseTool, arguments: Mapping[str, Any], context: ToolCallContext, backoff: Backoff
@@ -526,12 +517,6 @@ def _usage_of(answer: AIMessage) -> Usage:
     if meta is None:
         return Usage(model_calls=1)
     return Usage(model_calls=1, input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
-
-
-def _json_normal(value: Mapping[str, Any]) -> dict[str, Any]:
-    """The value as it looks after a JSON round trip (tuples to lists, etc.)."""
-    normal: dict[str, Any] = json.loads(json.dumps(dict(value), default=str))
-    return normal
 
 
 def _as_result(output: Any) -> dict[str, Any]:

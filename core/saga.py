@@ -460,25 +460,14 @@ class Saga:
         if nxt is None or nxt.action not in (Action.COMPLETE, Action.CANCEL):
             raise ValueError(f"{cause.type} does not end workflow {self.workflow.name!r}")
         data = _carried(cause)
-        if nxt.action is Action.COMPLETE:
-            return self.factory.event(
-                self.workflow.completed_event,
-                subject=cause.subject,
-                source=self.source,
-                data=data,
-                cause=cause,
-                signed_by=OWNER,
-            )
-        failures = data.get("compensation_failures")
-        status = WorkflowStatus.NEEDS_ATTENTION if failures else WorkflowStatus.COMPENSATED
-        data["status"] = status.value
+        event_type = self.workflow.completed_event
+        if nxt.action is Action.CANCEL:
+            event_type = self.workflow.cancelled_event
+            failures = data.get("compensation_failures")
+            status = WorkflowStatus.NEEDS_ATTENTION if failures else WorkflowStatus.COMPENSATED
+            data["status"] = status.value
         return self.factory.event(
-            self.workflow.cancelled_event,
-            subject=cause.subject,
-            source=self.source,
-            data=data,
-            cause=cause,
-            signed_by=OWNER,
+            event_type, subject=cause.subject, source=self.source, data=data, cause=cause, signed_by=OWNER
         )
 
     # -- reading a run back ---------------------------------------------------------

@@ -24,13 +24,12 @@ from typing import Any
 import pytest
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings import amqp, http, rabbitmq
-from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from agent_coordinator import LogicalClock, MemoryEventLog, SqliteEventLog, WorkflowResult, open_coordinator
 from agent_coordinator.bus import EventBus, InMemoryBus
-from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, EventFactory, parse_event
+from agent_coordinator.core.events import CLOUDEVENTS_CONTENT_TYPE, Event, parse_event
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.modes import Choreography
@@ -38,6 +37,7 @@ from tests.contract.backend_nats import open_throwaway_jetstream_bus
 from tests.contract.backend_rabbitmq import open_rabbitmq_bus
 from tests.services import NATS_URL, RABBITMQ_URL
 from tests.test_orders_e2e import EXPECTED, FAST, example_orders
+from tests.unit.test_events import a_cause_and_its_effect, old_body
 
 JSON = JSONFormat()
 
@@ -253,50 +253,6 @@ async def test_every_event_of_an_orchestrated_run_is_a_valid_cloudevent_too() ->
         cloudevent = JSON.read(None, event.to_json())
         assert_is_our_event(cloudevent, event)
         round_trips("memory", cloudevent)
-
-
-# --------------------------------------------------------------------------- the envelope itself
-
-
-def a_cause_and_its_effect() -> tuple[Event, Event]:
-    factory = EventFactory(clock=LogicalClock())
-    start = factory.event("OrderPlaced", subject="o-1", source="workflow/orders", data={"order_id": "o-1"})
-    return start, factory.event("InventoryReserved", subject="o-1", source="agent/inventory", cause=start)
-
-
-def test_the_cause_is_the_causationid_extension_and_absent_on_a_start_event() -> None:
-    start, effect = a_cause_and_its_effect()
-
-    assert json.loads(effect.to_json())["causationid"] == start.id == effect.causation_id
-    assert "causationid" not in json.loads(start.to_json())  # CloudEvents has no null attributes
-    assert "causation_id" not in effect.to_json()
-    assert effect.model_dump(mode="json") == json.loads(effect.to_json())
-    assert effect.model_dump(by_alias=False)["causationid"] == start.id  # one name, however dumped
-
-
-def test_the_sdk_refuses_the_old_attribute_name_and_accepts_the_new_one() -> None:
-    _, effect = a_cause_and_its_effect()
-    old = json.loads(effect.to_json())
-    old["causation_id"] = old.pop("causationid")
-
-    with pytest.raises(CloudEventValidationError, match="causation_id"):
-        JSON.read(None, json.dumps(old))
-    assert JSON.read(None, effect.to_json()).get_extension("causationid") == effect.causation_id
-
-
-def old_body(event: Event) -> str:
-    """``event`` as the event log stored it before: ``causation_id``, null on a start event."""
-    body = json.loads(event.to_json())
-    body["causation_id"] = body.pop("causationid", None)
-    return json.dumps(body, sort_keys=True, separators=(",", ":"))
-
-
-@pytest.mark.parametrize("form", ["text", "bytes", "mapping"])
-def test_parse_event_reads_bodies_written_with_causation_id(form: str) -> None:
-    for event in a_cause_and_its_effect():
-        text = old_body(event)
-        raw: str | bytes | dict[str, Any] = {"text": text, "bytes": text.encode(), "mapping": json.loads(text)}[form]
-        assert parse_event(raw) == event
 
 
 def test_an_event_log_with_rows_written_before_reads_them_unchanged(tmp_path: Path) -> None:

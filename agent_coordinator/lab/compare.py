@@ -40,7 +40,7 @@ import time
 import tokenize
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,6 +57,7 @@ from agent_coordinator.core.results import WorkflowResult
 from agent_coordinator.core.run import MODES, Coordinator
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
+from agent_coordinator.lab.buses import DelegatingBus
 from agent_coordinator.lab.faults import CountingEventLog, FaultInjection, FaultPlan, Outage, Saboteur
 from agent_coordinator.lab.hooks import LabHooks, judge, lab_hooks, world_options
 from agent_coordinator.lab.invariants import InvariantReport, render_trace
@@ -65,7 +66,7 @@ from agent_coordinator.modes import ModeSpec, open_coordinator, open_mode
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from agent_coordinator.bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
+    from agent_coordinator.bus.base import EventBus, Handler, Subscription
 
 __all__ = [
     "DEFAULT_APP",
@@ -220,17 +221,16 @@ def expand(workflow: Workflow, inputs: Sequence[Mapping[str, Any]], orders: int 
     return out
 
 
-class _MeteredBus:
+class _MeteredBus(DelegatingBus):
     """An event bus that counts the deliveries of each run's events (by subject)."""
 
     def __init__(self, inner: EventBus) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.deliveries: Counter[str] = Counter()
 
-    async def publish(self, event: Event) -> None:
-        await self.inner.publish(event)
-
-    async def subscribe(self, group: str, types: Any, handler: Handler, *, concurrency: int = 1) -> Subscription:
+    async def subscribe(
+        self, group: str, types: Collection[str], handler: Handler, *, concurrency: int = 1
+    ) -> Subscription:
         deliveries = self.deliveries
 
         async def metered(event: Event) -> None:
@@ -238,18 +238,6 @@ class _MeteredBus:
             await handler(event)
 
         return await self.inner.subscribe(group, types, metered, concurrency=concurrency)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def dead_letters(self) -> list[DeadLetter]:
-        return await self.inner.dead_letters()
-
-    async def replay_dead_letters(self, group: str | None = None) -> int:
-        return await self.inner.replay_dead_letters(group)
-
-    def stats(self) -> BusStats:
-        return self.inner.stats()
 
 
 class _CountingSaver(InMemorySaver):

@@ -56,11 +56,12 @@ from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.eventlog import EventLog
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.workflow import Workflow
+from agent_coordinator.lab.buses import DelegatingBus
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
 
-    from agent_coordinator.bus.base import BusStats, DeadLetter, EventBus, Handler, Subscription
+    from agent_coordinator.bus.base import EventBus, Handler, Subscription
     from agent_coordinator.core.agent import Agent
 
 __all__ = [
@@ -536,7 +537,7 @@ class _OutageMember:
                 await current.close()
 
 
-class FaultyBus:
+class FaultyBus(DelegatingBus):
     """An :class:`~agent_coordinator.bus.base.EventBus` in front of another that takes one consumer
     group down for an :class:`Outage` and, when asked, publishes every event twice
     (duplicate delivery on backends without a switch for it).
@@ -555,7 +556,7 @@ class FaultyBus:
     ) -> None:
         if (outage_group is None) != (switch is None):
             raise ValueError("give outage_group and switch together")
-        self.inner = inner
+        super().__init__(inner)
         self.outage_group = outage_group
         self.switch = switch
         self.publish_twice = publish_twice
@@ -580,15 +581,6 @@ class FaultyBus:
         if self.switch is not None:
             self.switch.cancel()
         await self.inner.close()
-
-    async def dead_letters(self) -> list[DeadLetter]:
-        return await self.inner.dead_letters()
-
-    async def replay_dead_letters(self, group: str | None = None) -> int:
-        return await self.inner.replay_dead_letters(group)
-
-    def stats(self) -> BusStats:
-        return self.inner.stats()
 
 
 class CountingEventLog:

@@ -155,21 +155,17 @@ def _order_effects(
                 if reserved != wanted:
                     problem(f"reserved {dict(reserved)}, the order has {dict(wanted)}")
             inventory = services.inventory
-            total = catalogue_total(order, inventory.unit_prices)
+            catalogue = (catalogue_total(order, inventory.unit_prices), inventory.currency)
+            # The reservation prices the order and the charge takes that price: both
+            # must be the catalogue's total, in its currency.
+            amounts = []
             if "reservation" in kinds and len(effects.reservations) == 1:
-                reservation = effects.reservations[0]
-                if (reservation.total_cents, reservation.currency) != (total, inventory.currency):
-                    problem(
-                        f"reserved at {reservation.total_cents} {reservation.currency}, "
-                        f"the order's catalogue total is {total} {inventory.currency}"
-                    )
+                amounts.append(("reserved at", effects.reservations[0].total_cents, effects.reservations[0].currency))
             if "charge" in kinds and len(effects.charges) == 1:
-                charge = effects.charges[0]
-                if (charge.amount_cents, charge.currency) != (total, inventory.currency):
-                    problem(
-                        f"charged {charge.amount_cents} {charge.currency}, "
-                        f"the order's catalogue total is {total} {inventory.currency}"
-                    )
+                amounts.append(("charged", effects.charges[0].amount_cents, effects.charges[0].currency))
+            for what, cents, currency in amounts:
+                if (cents, currency) != catalogue:
+                    problem(f"{what} {cents} {currency}, the order's catalogue total is {catalogue[0]} {catalogue[1]}")
         elif status == "compensated":
             for kind in sorted(kinds):
                 if len(records[kind]) > 1:

@@ -20,7 +20,7 @@ Routes (mounted at ``/inventory`` by :class:`agent_coordinator.examples.orders.s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,13 +37,13 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
     ok,
     parse_body,
 )
-from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService
+from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService, record_from_dict
 from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS, Scenario
 
 if TYPE_CHECKING:
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase
 
-__all__ = ["InventoryService", "Reservation", "ReservedItem"]
+__all__ = ["InventoryService", "Reservation", "ReservedItem", "units_held"]
 
 
 class _ReservationRequest(BaseModel):
@@ -98,15 +98,19 @@ class Reservation:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reservation:
         """The reservation :meth:`to_dict` gave ``data``."""
-        return cls(
-            reservation_id=data["reservation_id"],
-            order_id=data["order_id"],
-            items=tuple(ReservedItem(i["sku"], i["quantity"], i["unit_price_cents"]) for i in data["items"]),
-            total_cents=data["total_cents"],
-            currency=data["currency"],
-            status=data["status"],
-            idempotency_key=data["idempotency_key"],
-        )
+        items = tuple(ReservedItem(i["sku"], i["quantity"], i["unit_price_cents"]) for i in data["items"])
+        return record_from_dict(cls, data, items=items)
+
+
+def units_held(reservations: Iterable[Reservation]) -> dict[str, int]:
+    """Units held by the ``held`` ones of ``reservations``, per SKU (the service's own
+    count, and a client's over the records it fetched)."""
+    totals: dict[str, int] = {}
+    for reservation in reservations:
+        if reservation.status == "held":
+            for item in reservation.items:
+                totals[item.sku] = totals.get(item.sku, 0) + item.quantity
+    return totals
 
 
 class InventoryService(ResourceService[Reservation]):
@@ -151,12 +155,7 @@ class InventoryService(ResourceService[Reservation]):
             return self._held()
 
     def _held(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for reservation in self.records.values():
-            if reservation.status == "held":
-                for item in reservation.items:
-                    totals[item.sku] = totals.get(item.sku, 0) + item.quantity
-        return totals
+        return units_held(self.records.values())
 
     # -- the domain rule: all-or-nothing stock arithmetic ----------------------------
 

@@ -26,7 +26,7 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
     parse_body,
     transient,
 )
-from agent_coordinator.examples.orders.sandbox.resource import ResourceService
+from agent_coordinator.examples.orders.sandbox.resource import ResourceService, record_from_dict
 from agent_coordinator.examples.orders.sandbox.scenario import MAX_AMOUNT_CENTS
 
 __all__ = ["Charge", "PaymentService"]
@@ -70,15 +70,7 @@ class Charge:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Charge:
         """The charge :meth:`to_dict` gave ``data``."""
-        return cls(
-            charge_id=data["charge_id"],
-            order_id=data["order_id"],
-            amount_cents=data["amount_cents"],
-            currency=data["currency"],
-            payment_method=data["payment_method"],
-            status=data["status"],
-            idempotency_key=data["idempotency_key"],
-        )
+        return record_from_dict(cls, data)
 
 
 class PaymentService(ResourceService[Charge]):

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from agent_coordinator.examples.orders.sandbox.app import OrderEffects
-from agent_coordinator.examples.orders.sandbox.inventory import Reservation
+from agent_coordinator.examples.orders.sandbox.inventory import Reservation, units_held
 from agent_coordinator.examples.orders.sandbox.payment import Charge
 from agent_coordinator.examples.orders.sandbox.shipping import Shipment
 
@@ -50,12 +50,7 @@ class RemoteInventory:
         """Units held by ``held`` reservations, per SKU."""
         if self.held_by_sku is not None:
             return {sku: units for sku, units in self.held_by_sku.items() if units}
-        totals: dict[str, int] = {}
-        for reservation in self.reservations.values():
-            if reservation.status == "held":
-                for item in reservation.items:
-                    totals[item.sku] = totals.get(item.sku, 0) + item.quantity
-        return totals
+        return units_held(self.reservations.values())
 
 
 @dataclass(slots=True)

@@ -24,7 +24,8 @@ created and when undone, inside the request's transaction (see
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,9 +46,11 @@ from agent_coordinator.examples.orders.sandbox.idempotency import (
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from agent_coordinator.examples.orders.sandbox.database import SandboxDatabase
 
-__all__ = ["Line", "Record", "ResourceService"]
+__all__ = ["Line", "Record", "ResourceService", "record_from_dict"]
 
 
 class Line(BaseModel):
@@ -78,6 +81,14 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+D = TypeVar("D", bound="DataclassInstance")
+
+
+def record_from_dict(cls: type[D], data: Mapping[str, Any], **converted: Any) -> D:
+    """The dataclass record ``cls`` that its ``to_dict()`` gave ``data``: each field
+    read by its name, except the ``converted`` ones (fields ``to_dict`` writes in
+    another form, such as tuples of items written as lists of objects)."""
+    return cls(**{f.name: converted[f.name] if f.name in converted else data[f.name] for f in fields(cls)})
 
 
 class ResourceService(ABC, Generic[R]):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_coordinator.examples.orders.sandbox.idempotency import EffectRequest, Refused, business, parse_body
-from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService
+from agent_coordinator.examples.orders.sandbox.resource import Line, ResourceService, record_from_dict
 
 __all__ = ["CARRIERS", "Shipment", "ShippingService"]
 
@@ -82,16 +82,7 @@ class Shipment:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Shipment:
         """The shipment :meth:`to_dict` gave ``data``."""
-        return cls(
-            shipment_id=data["shipment_id"],
-            order_id=data["order_id"],
-            country=data["country"],
-            items=tuple((i["sku"], i["quantity"]) for i in data["items"]),
-            carrier=data["carrier"],
-            eta_days=data["eta_days"],
-            status=data["status"],
-            idempotency_key=data["idempotency_key"],
-        )
+        return record_from_dict(cls, data, items=tuple((i["sku"], i["quantity"]) for i in data["items"]))
 
 
 class ShippingService(ResourceService[Shipment]):

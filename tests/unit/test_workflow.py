@@ -1,15 +1,18 @@
 """Workflow definitions: steps name their agent and tools by object or by name, and
-event names default from the step's and the workflow's names (issue 13, item 7)."""
+event names default from the step's and the workflow's names (issue 13, item 7); a
+definition that cannot work is refused when it is made, naming what is wrong."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 from pydantic import BaseModel
 
 from agent_coordinator import Agent, Step, StepEvents, ToolCallContext, Workflow, WorkflowDefinitionError, step_tool
 from agent_coordinator.agents import ScriptedChatModel
+from agent_coordinator.core.errors import InvalidInput
 from agent_coordinator.core.workflow import event_title
 from agent_coordinator.examples.orders import ORDER_FULFILMENT
 
@@ -154,3 +157,81 @@ def test_default_names_that_collide_are_refused_with_a_way_out() -> None:
             id_field="trip_id",
             steps=[Step(name="car_rental", agent="r", action="a"), Step(name="carRental", agent="r", action="b")],
         )
+
+
+# -- what a definition must hold ---------------------------------------------------------
+
+
+def trip_with(steps: list[Step], **options: Any) -> Workflow:
+    return Workflow(name="trip", input_model=Trip, id_field=options.pop("id_field", "trip_id"), steps=steps, **options)
+
+
+def test_a_workflow_without_steps_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="workflow 'trip' has no steps; give at least one Step"):
+        trip_with([])
+
+
+def test_repeated_step_names_are_refused_naming_them() -> None:
+    flight = Step(name="flight", agent="airline", action="book_flight")
+    with pytest.raises(WorkflowDefinitionError, match=r"step names must be unique, repeated: \['flight'\]"):
+        trip_with([flight, Step(name="hotel", agent="h", action="book_hotel"), flight])
+
+
+def test_an_id_field_the_input_lacks_is_refused_naming_the_fields() -> None:
+    with pytest.raises(
+        WorkflowDefinitionError, match=r"id_field 'booking_id' is not a field of Trip; fields: \['route'"
+    ):
+        trip_with([Step(name="flight", agent="airline", action="book_flight")], id_field="booking_id")
+
+
+def test_an_explicit_event_name_that_repeats_another_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError, match=r"repeated: \['FlightSucceeded'\]"):
+        trip_with([Step(name="flight", agent="airline", action="book_flight")], completed_event="FlightSucceeded")
+
+
+def test_a_step_whose_events_collide_with_anothers_derived_events_is_refused() -> None:
+    # "HotelApproved" is the hotel step's approval event once it has a rule.
+    approving = Step(name="hotel", agent="h", action="book_hotel", approval=lambda *_: None)
+    clashing = Step(
+        name="flight",
+        agent="airline",
+        action="book_flight",
+        events=StepEvents(succeeded="HotelApproved", failed="FlightFailed", compensated="FlightCompensated"),
+    )
+    with pytest.raises(WorkflowDefinitionError, match=r"repeated: \['HotelApproved'\]"):
+        trip_with([clashing, approving])
+    trip_with([clashing, Step(name="hotel", agent="h", action="book_hotel")])  # no rule, no approval events
+
+
+def test_a_step_is_looked_up_by_name_and_an_unknown_one_names_the_steps() -> None:
+    workflow = trip_with(
+        [Step(name="flight", agent="airline", action="book_flight"), Step(name="car", agent="r", action="a")]
+    )
+    assert workflow.index("car") == 1 and workflow.agent_names == ["airline", "r"]
+    with pytest.raises(WorkflowDefinitionError, match=r"has no step 'hotel'; steps: \['flight', 'car'\]"):
+        workflow.step("hotel")
+
+
+def test_an_invalid_input_names_each_field_without_pydantics_prefix() -> None:
+    class Checked(BaseModel):
+        trip_id: str
+        route: str
+
+        @pydantic.field_validator("route")
+        @classmethod
+        def _two_cities(cls, route: str) -> str:
+            if "-" not in route:
+                raise ValueError(f"route {route!r} must name two cities, as LIS-AMS")
+            return route
+
+    workflow = Workflow(
+        name="trip", input_model=Checked, id_field="trip_id", steps=[Step(name="f", agent="a", action="b")]
+    )
+    with pytest.raises(InvalidInput) as caught:
+        workflow.validate_input({"route": "Lisbon"})
+    assert caught.value.errors == [
+        ("trip_id", "Field required"),
+        ("route", "route 'Lisbon' must name two cities, as LIS-AMS"),
+    ]
+    valid = workflow.validate_input('{"trip_id": "t-1", "route": "LIS-AMS"}')
+    assert workflow.workflow_id(valid) == "t-1"
