@@ -5,7 +5,7 @@ steps over a one-field input (``Job``), owned by ``N`` agents (one per step, as 
 the order workflow), each with an action and a compensation tool that record
 bookings in an in-memory :class:`Ledger` keyed by idempotency key -- no HTTP, so the
 figures are the coordination cost and nothing else. It is built with the public
-API only, like ``tests/test_custom_workflow.py``.
+API only, like ``tests/e2e/test_custom_workflow.py``.
 """
 
 # No ``from __future__ import annotations``: LangChain reads each tool coroutine's

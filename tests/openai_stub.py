@@ -342,8 +342,8 @@ async def record_example_cassette(directory: str) -> None:
     import httpx
     from langchain_openai import ChatOpenAI
 
-    from tests.test_orders_e2e import EXPECTED
-    from tests.test_real_models import run_example_orders
+    from tests.e2e.test_orders_e2e import EXPECTED
+    from tests.e2e.test_real_models import run_example_orders
 
     with serve_stub(OpenAIStub()) as url:
         async with httpx.AsyncClient() as http:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from agent_coordinator.core.app import AppEnvironment, AppOptions, Parameter, WorkflowApp
-from tests.test_custom_workflow import TRAVEL, Ledger, travel_agents
+from tests.e2e.test_custom_workflow import TRAVEL, Ledger, travel_agents
 
 SPEC = "tests.travel_app:travel_app"
 

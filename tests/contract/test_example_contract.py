@@ -1,5 +1,5 @@
 """The example of docs/testing.md, "Conformance suites": your own backends put through
-the shipped suites. Keep the two in step (tests/test_docs_testing.py checks)."""
+the shipped suites. Keep the two in step (tests/e2e/test_docs_testing.py checks)."""
 
 from __future__ import annotations
 
