@@ -16,9 +16,9 @@ from agent_coordinator.bus import open_bus
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
 from agent_coordinator.modes import Choreography
-from tests.services import require_service
 from tests.e2e.test_orders_e2e import FAST, example_orders
 from tests.process.torture.brokers import NatsServer
+from tests.services import require_service
 
 pytestmark = pytest.mark.services
 

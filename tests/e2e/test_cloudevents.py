@@ -35,8 +35,8 @@ from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.modes import Choreography
 from tests.contract.backend_nats import open_throwaway_jetstream_bus
 from tests.contract.backend_rabbitmq import open_rabbitmq_bus
-from tests.services import NATS_URL, RABBITMQ_URL
 from tests.e2e.test_orders_e2e import EXPECTED, FAST, example_orders
+from tests.services import NATS_URL, RABBITMQ_URL
 from tests.unit.test_events import a_cause_and_its_effect, old_body
 
 JSON = JSONFormat()

@@ -30,8 +30,8 @@ from agent_coordinator.core.signing import Keyring
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.modes import Choreography
-from tests.services import NATS_URL, RABBITMQ_URL
 from tests.e2e.test_orders_e2e import FAST, example_orders
+from tests.services import NATS_URL, RABBITMQ_URL
 
 pytestmark = pytest.mark.services
 

@@ -37,8 +37,8 @@ from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_
 from agent_coordinator.examples.orders.sandbox import Sandbox
 from agent_coordinator.modes import Choreography, Orchestration
 from agent_coordinator.shell.cli import app
-from tests.openai_stub import Fault, OpenAIStub, StubServer
 from tests.e2e.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
+from tests.openai_stub import Fault, OpenAIStub, StubServer
 
 #: Reached the payment step, so the payment model's outage stops them; o-1003 is out
 #: of stock at the first step, a business answer given before the outage mattered.

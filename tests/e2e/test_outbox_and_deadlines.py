@@ -17,8 +17,8 @@ from agent_coordinator.core.saga import Saga
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-from tests.services import POSTGRES_URL, require_service
 from tests.e2e.test_orders_e2e import EXPECTED, example_orders
+from tests.services import POSTGRES_URL, require_service
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
 

@@ -32,8 +32,8 @@ from agent_coordinator.agents.models import resolve_model
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
-from tests.openai_stub import HALLUCINATED_TOOL, Fault, OpenAIStub, StubServer
 from tests.e2e.test_orders_e2e import EXAMPLES, EXPECTED, FAST, example_orders
+from tests.openai_stub import HALLUCINATED_TOOL, Fault, OpenAIStub, StubServer
 
 AGENTS = tuple(dict.fromkeys(step.agent for step in ORDER_FULFILMENT.steps))
 COMMITTED_CASSETTE = EXAMPLES / "cassettes"

@@ -14,9 +14,9 @@ from agent_coordinator.bus import EventBus, open_bus
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
 from agent_coordinator.modes import Choreography
-from tests.services import NATS_URL, RABBITMQ_URL, require_service
 from tests.e2e.test_bus_names_and_waits import _delete_nats_streams, _delete_rabbitmq_names
 from tests.e2e.test_orders_e2e import FAST, example_orders
+from tests.services import NATS_URL, RABBITMQ_URL, require_service
 
 pytestmark = pytest.mark.services
 

@@ -49,9 +49,9 @@ from agent_coordinator.core.results import WorkflowStatus
 from agent_coordinator.examples.orders.app import check_order_effects
 from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
 from agent_coordinator.examples.orders.sandbox.scenario import default_catalogue
-from tests.services import NATS_URL, RABBITMQ_URL, require_service
 from tests.e2e.test_orders_e2e import EXPECTED, example_orders
 from tests.e2e.test_sandbox_server import Served, served
+from tests.services import NATS_URL, RABBITMQ_URL, require_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

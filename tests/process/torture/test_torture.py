@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import POSTGRES_URL, require_service, services_required
 from tests.process.torture.brokers import broker_missing
 from tests.process.torture.harness import TortureConfig, TortureReport, run_torture
 from tests.process.torture.report import render
+from tests.services import POSTGRES_URL, require_service, services_required
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
