@@ -13,14 +13,14 @@ rather than kept in a broker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.bus.backend import BusBackend, event_json
+from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
+from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
 
 __all__ = ["InMemoryBus"]
@@ -165,7 +165,7 @@ class _GroupMember:
                 busy.discard(me)
 
 
-class InMemoryBus(ClosesOnExit):
+class InMemoryBus(BusBackend):
     """An :class:`~agent_coordinator.bus.base.EventBus` in the memory of one event loop.
 
     * ``max_deliveries`` -- deliveries of one event to one group before it is
@@ -187,7 +187,20 @@ class InMemoryBus(ClosesOnExit):
 
     Publishing never blocks (queues are unbounded). :meth:`wait_idle` is the test
     helper that waits until everything published has been handled.
+
+    :meth:`close` waits up to ``close_timeout`` for every group that has members to
+    handle everything already accepted (so a close right after a burst of publishes
+    loses nothing), then cancels the members; handlers still running are cancelled
+    and their events nacked. Whatever is still unhandled then -- events of groups
+    without members, or left by the timeout -- is moved to :meth:`dead_letters` with
+    the error ``"BusClosed: ..."``, so nothing accepted silently disappears.
+    Publishes are refused from the start of close, including those of handlers
+    draining the queue (they raise ``BusClosed``, so their events are redelivered and
+    end up dead-lettered): let a workflow finish (``wait_idle``) before closing. Do not
+    close it from a handler (close would wait for that handler until the timeout).
     """
+
+    _kind: ClassVar[str] = "in-memory"
 
     def __init__(
         self,
@@ -216,27 +229,16 @@ class InMemoryBus(ClosesOnExit):
         self._groups: dict[str, _Group] = {}
         self._routes: dict[str, list[_Group]] = {}  # event type -> groups bound to it
         self._dead: list[DeadLetter] = []
-        self._stats = BusStats()
         self._progress = asyncio.Event()
-        self._closed = False
-        self._close_finished = asyncio.Event()
+        super().__init__()
 
     # -- the EventBus protocol -------------------------------------------------------
 
-    async def publish(self, event: Event) -> None:
-        """Enqueue ``event`` to every group bound to its type (see
-        :meth:`agent_coordinator.bus.base.EventBus.publish`)."""
-        if self._closed:
-            raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
+    async def _publish(self, event: Event) -> None:
+        # Accepted once enqueued to every bound group.
         groups = self._routes.get(event.type)
         if groups:
-            try:
-                raw = event.to_json()
-            except (TypeError, ValueError) as exc:
-                raise BusError(
-                    f"cannot publish {event.type} {event.id}: its data is not JSON-serialisable ({exc});"
-                    " put only JSON types (str, int, float, bool, None, lists, dicts) in event.data"
-                ) from exc
+            raw = event_json(event)
             copies = 2 if self.duplicate_delivery else 1
             for group in groups:
                 for _ in range(copies):
@@ -244,18 +246,8 @@ class InMemoryBus(ClosesOnExit):
                         group.hold(_Delivery(raw), self._hold(event.type, group.name))
                     else:
                         group.enqueue(_Delivery(raw))
-        self._stats.published += 1
 
-    async def subscribe(
-        self,
-        group: str,
-        types: Collection[str],
-        handler: Handler,
-        *,
-        concurrency: int = 1,
-    ) -> Subscription:
-        """Join ``group`` as a member handling ``types`` (see :meth:`agent_coordinator.bus.base.EventBus.subscribe`)."""
-        wanted = subscription_types(group, types, concurrency, closed=self._closed)
+    async def _join(self, group: str, wanted: set[str], handler: Handler, concurrency: int) -> Subscription:
         target = self._groups.get(group)
         if target is None:
             target = self._groups[group] = _Group(group, self._progress)
@@ -266,77 +258,40 @@ class InMemoryBus(ClosesOnExit):
         target.members.add(member)
         return member
 
-    async def close(self) -> None:
-        """Stop publishes and subscribes, handle what is queued, stop the members.
-
-        Waits up to ``close_timeout`` for every group that has members to handle
-        everything already accepted (so a close right after a burst of publishes
-        loses nothing), then cancels the members; handlers still running are
-        cancelled and their events nacked. Whatever is still unhandled then -- events
-        of groups without members, or left by the timeout -- is moved to
-        :meth:`dead_letters` with the error ``"BusClosed: ..."``, so nothing
-        accepted silently disappears.
-
-        Publishes are refused from the start of close, including those of handlers
-        draining the queue (they raise ``BusClosed``, so their events are redelivered
-        and end up dead-lettered): let a workflow finish (``wait_idle``) before
-        closing. Do not call it from a handler (it would wait for that handler until
-        the timeout).
-        """
-        if self._closed:
-            await self._close_finished.wait()
-            return
-        self._closed = True
+    async def _shut_down(self) -> None:
+        # Drain what groups with members can handle, then stop them (see the class docstring).
         try:
-            try:
-                async with asyncio.timeout(self.close_timeout):
-                    await self._until_settled(lambda g: bool(g.members) and g.unsettled > 0)
-            except TimeoutError:
-                logger.warning(
-                    "bus close timed out after %ss; cancelling handlers: %s",
-                    self.close_timeout,
-                    "; ".join(g.describe() for g in self._groups.values() if g.unsettled),
-                )
-            members = [m for g in self._groups.values() for m in g.members]
-            await asyncio.gather(*(m._stop(grace=0) for m in members))
-            self._dead_letter_unhandled()
-        finally:
-            self._close_finished.set()
+            async with asyncio.timeout(self.close_timeout):
+                await self._until_settled(lambda g: bool(g.members) and g.unsettled > 0)
+        except TimeoutError:
+            logger.warning(
+                "bus close timed out after %ss; cancelling handlers: %s",
+                self.close_timeout,
+                "; ".join(g.describe() for g in self._groups.values() if g.unsettled),
+            )
+        members = [m for g in self._groups.values() for m in g.members]
+        await asyncio.gather(*(m._stop(grace=0) for m in members))
+        self._dead_letter_unhandled()
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The dead-lettered events, oldest first (a copy)."""
         return list(self._dead)
 
-    async def replay_dead_letters(self, group: str | None = None) -> int:
-        """Re-enqueue the dead letters of ``group`` (all when None) with a fresh delivery count."""
-        if self._closed:
-            raise BusClosed("cannot replay dead letters: the bus is closed")
+    async def _replay(self, group: str | None) -> int:
+        # Re-enqueued with a fresh delivery count.
         replay = [d for d in self._dead if (group is None or d.group == group) and not d.malformed]
         self._dead = [d for d in self._dead if d not in replay]
         for dead in replay:
             self._groups[dead.group].enqueue(_Delivery(dead.event.to_json()))
         return len(replay)
 
-    def stats(self) -> BusStats:
-        """A snapshot of the counters."""
-        return dataclasses.replace(self._stats)
+    # -- wait_idle, event-driven (no polling) ----------------------------------------
 
-    # -- test helpers ----------------------------------------------------------------
+    async def _until_idle(self) -> None:
+        await self._until_settled(lambda g: g.unsettled > 0)
 
-    # A timeout parameter (not asyncio.timeout around the call) so the error can name the busy groups.
-    async def wait_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Return once every group's queue is empty, no handler is running and no
-        redelivery is pending -- everything published so far is acked or dead-lettered.
-
-        Event-driven (no polling). Raises ``TimeoutError`` naming the groups that still
-        have work -- e.g. a group whose members all closed, so its queue never drains.
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                await self._until_settled(lambda g: g.unsettled > 0)
-        except TimeoutError:
-            busy = "; ".join(g.describe() for g in self._groups.values() if g.unsettled)
-            raise TimeoutError(f"in-memory bus not idle after {timeout}s: {busy}") from None
+    def _work_left(self) -> str:
+        return "; ".join(g.describe() for g in self._groups.values() if g.unsettled)
 
     # -- internals -------------------------------------------------------------------
 
