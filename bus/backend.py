@@ -21,7 +21,7 @@ from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handl
 from agent_coordinator.core.errors import BusClosed, BusError
 from agent_coordinator.core.events import Event
 
-__all__ = ["BusBackend", "event_json"]
+__all__ = ["BusBackend", "check_delivery_options", "event_json"]
 
 
 def event_json(event: Event) -> str:
@@ -34,6 +34,17 @@ def event_json(event: Event) -> str:
             f"cannot publish {event.type} {event.id}: its data is not JSON-serialisable ({exc});"
             " put only JSON types (str, int, float, bool, None, lists, dicts) in event.data"
         ) from exc
+
+
+def check_delivery_options(*, max_deliveries: int, redelivery_delay: float, close_timeout: float) -> None:
+    """``ValueError`` naming the option when one of the options every backend takes is
+    out of range (the constructors call it before anything else)."""
+    if max_deliveries < 1:
+        raise ValueError(f"max_deliveries must be at least 1 (got {max_deliveries})")
+    if redelivery_delay < 0:
+        raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
+    if close_timeout < 0:
+        raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
 
 
 class BusBackend(ClosesOnExit, abc.ABC):

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from agent_coordinator.bus.backend import BusBackend, event_json
+from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json
 from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
 from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
@@ -212,12 +212,9 @@ class InMemoryBus(BusBackend):
         reorder_seed: int = 0,
         close_timeout: float = 10.0,
     ) -> None:
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be at least 1 (got {max_deliveries})")
-        if redelivery_delay < 0:
-            raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
-        if close_timeout < 0:
-            raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
+        check_delivery_options(
+            max_deliveries=max_deliveries, redelivery_delay=redelivery_delay, close_timeout=close_timeout
+        )
         self.max_deliveries = max_deliveries
         self.redelivery_delay = redelivery_delay
         if reorder < 0:
