@@ -14,14 +14,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Collection
 from typing import ClassVar
 
 from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from agent_coordinator.core.errors import BusClosed, BusError
+from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
 from agent_coordinator.core.events import Event
 
-__all__ = ["BusBackend", "check_delivery_options", "event_json"]
+__all__ = ["BusBackend", "check_delivery_options", "dead_letter_now", "event_json"]
 
 
 def event_json(event: Event) -> str:
@@ -45,6 +46,33 @@ def check_delivery_options(*, max_deliveries: int, redelivery_delay: float, clos
         raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
     if close_timeout < 0:
         raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
+
+
+def dead_letter_now(
+    exc: Exception, *, logger: logging.Logger, event_id: str, group: str, deliveries: int, max_deliveries: int
+) -> bool:
+    """The contract's verdict on a delivery whose handler raised ``exc``, logged: True
+    to dead-letter it now, False to redeliver it.
+
+    At once for :class:`~agent_coordinator.core.errors.MalformedEvent` (the event itself
+    is at fault -- missing data, a bad signature -- so retrying cannot help); after
+    the ``max_deliveries``-th failed delivery otherwise."""
+    if isinstance(exc, MalformedEvent):
+        logger.error("dead-lettering event %s for group %r at once: %s: %s", event_id, group, type(exc).__name__, exc)
+        return True
+    if deliveries >= max_deliveries:
+        logger.warning(
+            "dead-lettering event %s for group %r after %d deliveries", event_id, group, deliveries, exc_info=exc
+        )
+        return True
+    logger.debug(
+        "handler of group %r failed (delivery %d of %d); redelivering",
+        group,
+        deliveries,
+        max_deliveries,
+        exc_info=exc,
+    )
+    return False
 
 
 class BusBackend(ClosesOnExit, abc.ABC):

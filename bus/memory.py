@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json
+from agent_coordinator.bus.backend import BusBackend, check_delivery_options, dead_letter_now, event_json
 from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
 from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
@@ -308,33 +308,16 @@ class InMemoryBus(BusBackend):
     def _nack(self, group: _Group, delivery: _Delivery, event: Event | None, exc: Exception) -> None:
         """A handler raised: redeliver after backoff, or dead-letter once out of
         deliveries -- at once when the event itself is at fault (MalformedEvent)."""
-        if isinstance(exc, MalformedEvent):
-            logger.error(
-                "dead-lettering event %s for group %r at once: %s: %s",
-                getattr(event, "id", "?"),
-                group.name,
-                type(exc).__name__,
-                exc,
-            )
+        if dead_letter_now(
+            exc,
+            logger=logger,
+            event_id=event.id if event is not None else "?",
+            group=group.name,
+            deliveries=delivery.deliveries,
+            max_deliveries=self.max_deliveries,
+        ):
             self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
             return
-        if delivery.deliveries >= self.max_deliveries:
-            logger.warning(
-                "dead-lettering event %s for group %r after %d deliveries",
-                event.id if event is not None else "?",
-                group.name,
-                delivery.deliveries,
-                exc_info=exc,
-            )
-            self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
-            return
-        logger.debug(
-            "handler of group %r failed (delivery %d of %d); redelivering",
-            group.name,
-            delivery.deliveries,
-            self.max_deliveries,
-            exc_info=exc,
-        )
         self._stats.redelivered += 1
         delay = self.redelivery_delay * 2 ** (delivery.deliveries - 1)
         if delay > 0:

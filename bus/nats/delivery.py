@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api as js_api
 
+from agent_coordinator.bus.backend import dead_letter_now
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.nats.errors import NATS_FAILURES, describe_failure
 from agent_coordinator.bus.nats.topology import Connection, StreamTopology, token
@@ -165,31 +166,16 @@ class Member:
         try:
             await self.handler(event)
         except Exception as exc:
-            if isinstance(exc, MalformedEvent):
-                # The event itself is at fault (missing data, a bad signature): retrying
-                # cannot help, so it is dead-lettered at once with the reason.
-                logger.error(
-                    "dead-lettering event %s for group %r at once: %s", event.id, self.group, describe_failure(exc)
-                )
+            if dead_letter_now(
+                exc,
+                logger=logger,
+                event_id=event.id,
+                group=self.group,
+                deliveries=deliveries,
+                max_deliveries=bus.max_deliveries,
+            ):
                 await self._dead_letter(msg, describe_failure(exc), deliveries)
                 return
-            if deliveries >= bus.max_deliveries:
-                logger.warning(
-                    "dead-lettering event %s for group %r after %d deliveries",
-                    event.id,
-                    self.group,
-                    deliveries,
-                    exc_info=exc,
-                )
-                await self._dead_letter(msg, describe_failure(exc), deliveries)
-                return
-            logger.debug(
-                "handler of group %r failed (delivery %d of %d); redelivering",
-                self.group,
-                deliveries,
-                bus.max_deliveries,
-                exc_info=exc,
-            )
             bus._stats.redelivered += 1
             await self._settle(msg.nak(delay=self._backoff(deliveries)), "nak")
         else:

@@ -30,6 +30,7 @@ from aio_pika.abc import (
     HeadersType,
 )
 
+from agent_coordinator.bus.backend import dead_letter_now
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.rabbitmq.errors import best_effort
 from agent_coordinator.bus.rabbitmq.topology import BROKER_DELIVERY_LIMIT, Group
@@ -226,29 +227,16 @@ class Member:
     ) -> None:
         group, bus = self._group, self._bus
         error = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, MalformedEvent):
-            # The event itself is at fault (missing data, a bad signature): retrying
-            # cannot help, so it is dead-lettered at once with the reason.
-            logger.error("dead-lettering event %s for group %r at once: %s", event.id, group.name, error)
+        if dead_letter_now(
+            exc,
+            logger=logger,
+            event_id=event.id,
+            group=group.name,
+            deliveries=deliveries,
+            max_deliveries=bus.max_deliveries,
+        ):
             await self._dead_letter(message, error, deliveries)
             return
-        if deliveries >= bus.max_deliveries:
-            logger.warning(
-                "dead-lettering event %s for group %r after %d deliveries",
-                event.id,
-                group.name,
-                deliveries,
-                exc_info=exc,
-            )
-            await self._dead_letter(message, error, deliveries)
-            return
-        logger.debug(
-            "handler of group %r failed (delivery %d of %d); redelivering",
-            group.name,
-            deliveries,
-            bus.max_deliveries,
-            exc_info=exc,
-        )
         try:
             queue = await bus._retry_queue(group, deliveries)
             await bus._publish_to_queue(queue, copy_message(message, {DELIVERIES: deliveries}), f"redeliver {event.id}")
