@@ -22,7 +22,7 @@ from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handl
 from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
 from agent_coordinator.core.events import Event
 
-__all__ = ["BusBackend", "check_delivery_options", "dead_letter_now", "event_json"]
+__all__ = ["BusBackend", "check_delivery_options", "event_json"]
 
 
 def event_json(event: Event) -> str:
@@ -48,33 +48,6 @@ def check_delivery_options(*, max_deliveries: int, redelivery_delay: float, clos
         raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
 
 
-def dead_letter_now(
-    exc: Exception, *, logger: logging.Logger, event_id: str, group: str, deliveries: int, max_deliveries: int
-) -> bool:
-    """The contract's verdict on a delivery whose handler raised ``exc``, logged: True
-    to dead-letter it now, False to redeliver it.
-
-    At once for :class:`~agent_coordinator.core.errors.MalformedEvent` (the event itself
-    is at fault -- missing data, a bad signature -- so retrying cannot help); after
-    the ``max_deliveries``-th failed delivery otherwise."""
-    if isinstance(exc, MalformedEvent):
-        logger.error("dead-lettering event %s for group %r at once: %s: %s", event_id, group, type(exc).__name__, exc)
-        return True
-    if deliveries >= max_deliveries:
-        logger.warning(
-            "dead-lettering event %s for group %r after %d deliveries", event_id, group, deliveries, exc_info=exc
-        )
-        return True
-    logger.debug(
-        "handler of group %r failed (delivery %d of %d); redelivering",
-        group,
-        deliveries,
-        max_deliveries,
-        exc_info=exc,
-    )
-    return False
-
-
 class BusBackend(ClosesOnExit, abc.ABC):
     """The common part of an :class:`~agent_coordinator.bus.base.EventBus` backend.
 
@@ -91,7 +64,10 @@ class BusBackend(ClosesOnExit, abc.ABC):
     """
 
     _kind: ClassVar[str]
-    """How messages name the backend: ``"in-memory"``, ``"RabbitMQ"``, ``"JetStream"``."""
+    """How messages name the backend: ``"in-memory"``, ``"RabbitMQ"``, ``"NATS JetStream"``."""
+    _logger: ClassVar[logging.Logger]
+    """Where the backend logs (its module's logger, as operators configure it)."""
+    max_deliveries: int
 
     def __init__(self) -> None:
         self._stats = BusStats()
@@ -158,6 +134,31 @@ class BusBackend(ClosesOnExit, abc.ABC):
                 await self._until_idle()
         except TimeoutError:
             raise TimeoutError(f"{self._kind} bus not idle after {timeout}s: {self._work_left()}") from None
+
+    def _dead_letter_now(self, exc: Exception, *, event_id: str, group: str, deliveries: int) -> bool:
+        """The contract's verdict on a delivery whose handler raised ``exc``, logged:
+        True to dead-letter it now, False to redeliver it. At once for
+        :class:`~agent_coordinator.core.errors.MalformedEvent` (the event itself is at fault
+        -- missing data, a bad signature -- so retrying cannot help); after the
+        ``max_deliveries``-th failed delivery otherwise."""
+        if isinstance(exc, MalformedEvent):
+            self._logger.error(
+                "dead-lettering event %s for group %r at once: %s: %s", event_id, group, type(exc).__name__, exc
+            )
+            return True
+        if deliveries >= self.max_deliveries:
+            self._logger.warning(
+                "dead-lettering event %s for group %r after %d deliveries", event_id, group, deliveries, exc_info=exc
+            )
+            return True
+        self._logger.debug(
+            "handler of group %r failed (delivery %d of %d); redelivering",
+            group,
+            deliveries,
+            self.max_deliveries,
+            exc_info=exc,
+        )
+        return False
 
     @abc.abstractmethod
     async def dead_letters(self) -> list[DeadLetter]:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from agent_coordinator.bus.backend import BusBackend, check_delivery_options, dead_letter_now, event_json
+from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json
 from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
 from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
@@ -201,6 +201,7 @@ class InMemoryBus(BusBackend):
     """
 
     _kind: ClassVar[str] = "in-memory"
+    _logger: ClassVar[logging.Logger] = logger
 
     def __init__(
         self,
@@ -308,14 +309,8 @@ class InMemoryBus(BusBackend):
     def _nack(self, group: _Group, delivery: _Delivery, event: Event | None, exc: Exception) -> None:
         """A handler raised: redeliver after backoff, or dead-letter once out of
         deliveries -- at once when the event itself is at fault (MalformedEvent)."""
-        if dead_letter_now(
-            exc,
-            logger=logger,
-            event_id=event.id if event is not None else "?",
-            group=group.name,
-            deliveries=delivery.deliveries,
-            max_deliveries=self.max_deliveries,
-        ):
+        event_id = event.id if event is not None else "?"
+        if self._dead_letter_now(exc, event_id=event_id, group=group.name, deliveries=delivery.deliveries):
             self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
             return
         self._stats.redelivered += 1

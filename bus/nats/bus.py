@@ -63,6 +63,7 @@ class JetStreamBus(BrokerBus):
     members. Nothing is connected until first used; :meth:`connect` does it eagerly.
     """
 
+    _logger: ClassVar[logging.Logger] = logger
     _kind: ClassVar[str] = "NATS JetStream"
     schemes: ClassVar[tuple[str, ...]] = ("nats", "tls")
     example_url: ClassVar[str] = "nats://127.0.0.1:4222"

@@ -30,7 +30,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api as js_api
 
-from agent_coordinator.bus.backend import dead_letter_now
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.nats.errors import NATS_FAILURES, describe_failure
 from agent_coordinator.bus.nats.topology import Connection, StreamTopology, token
@@ -166,14 +165,7 @@ class Member:
         try:
             await self.handler(event)
         except Exception as exc:
-            if dead_letter_now(
-                exc,
-                logger=logger,
-                event_id=event.id,
-                group=self.group,
-                deliveries=deliveries,
-                max_deliveries=bus.max_deliveries,
-            ):
+            if bus._dead_letter_now(exc, event_id=event.id, group=self.group, deliveries=deliveries):
                 await self._dead_letter(msg, describe_failure(exc), deliveries)
                 return
             bus._stats.redelivered += 1

@@ -86,6 +86,7 @@ class RabbitMQBus(BrokerBus):
     first use.
     """
 
+    _logger: ClassVar[logging.Logger] = logger
     _kind: ClassVar[str] = "RabbitMQ"
     schemes: ClassVar[tuple[str, ...]] = ("amqp", "amqps")
     example_url: ClassVar[str] = "amqp://guest:guest@127.0.0.1:5672/"

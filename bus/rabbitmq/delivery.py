@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -30,7 +31,6 @@ from aio_pika.abc import (
     HeadersType,
 )
 
-from agent_coordinator.bus.backend import dead_letter_now
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.rabbitmq.errors import best_effort
 from agent_coordinator.bus.rabbitmq.topology import BROKER_DELIVERY_LIMIT, Group
@@ -227,41 +227,36 @@ class Member:
     ) -> None:
         group, bus = self._group, self._bus
         error = f"{type(exc).__name__}: {exc}"
-        if dead_letter_now(
-            exc,
-            logger=logger,
-            event_id=event.id,
-            group=group.name,
-            deliveries=deliveries,
-            max_deliveries=bus.max_deliveries,
-        ):
+        if bus._dead_letter_now(exc, event_id=event.id, group=group.name, deliveries=deliveries):
             await self._dead_letter(message, error, deliveries)
             return
-        try:
-            queue = await bus._retry_queue(group, deliveries)
-            await bus._publish_to_queue(queue, copy_message(message, {DELIVERIES: deliveries}), f"redeliver {event.id}")
-        except BusError as publish_error:
-            # Not lost: the original goes back to the group as it was (this failure uncounted).
-            logger.error("cannot schedule the redelivery of %s for group %r: %s", event.id, group.name, publish_error)
-            await requeue(message)
-            return
-        if await ack(message):
+        copy = copy_message(message, {DELIVERIES: deliveries})
+        if await self._move(message, bus._retry_queue(group, deliveries), copy, f"redeliver {event.id}"):
             bus._stats.redelivered += 1
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: str, deliveries: int) -> None:
         group, bus = self._group, self._bus
         headers: HeadersType = {_GROUP: group.name, _ERROR: error, DELIVERIES: deliveries}
-        try:
-            await bus._publish_to_queue(
-                bus._dead_letter_queue, copy_message(message, headers, timestamp=datetime.now(UTC)), "dead-letter"
-            )
-        except BusError as publish_error:
-            logger.error("cannot dead-letter %s for group %r: %s", message.message_id, group.name, publish_error)
-            await requeue(message)
-            return
-        if await ack(message):
+        copy = copy_message(message, headers, timestamp=datetime.now(UTC))
+        if await self._move(message, bus._dead_letter_queue, copy, f"dead-letter {message.message_id}"):
             bus._stats.dead_lettered += 1
             bus._settled(group)
+
+    async def _move(
+        self, message: AbstractIncomingMessage, queue: str | Awaitable[str], copy: aio_pika.Message, action: str
+    ) -> bool:
+        """Publish ``copy`` to ``queue`` (awaited first when declaring it is part of
+        finding it) and wait for the broker's confirm, then ack ``message``: True when
+        both happened. When the broker did not take the copy, ``message`` goes back to
+        its queue untouched -- not lost, and this failure not counted -- and False."""
+        try:
+            target = queue if isinstance(queue, str) else await queue
+            await self._bus._publish_to_queue(target, copy, action)
+        except BusError as publish_error:
+            logger.error("cannot %s for group %r: %s", action, self._group.name, publish_error)
+            await requeue(message)
+            return False
+        return await ack(message)
 
 
 def read_dead_letter(message: AbstractIncomingMessage, *, queue_prefix: str) -> DeadLetter:
