@@ -15,14 +15,14 @@ import abc
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Collection
-from typing import ClassVar
+from collections.abc import Callable, Collection
+from typing import Any, ClassVar
 
 from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
 from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
 from agent_coordinator.core.events import Event
 
-__all__ = ["BusBackend", "check_delivery_options", "event_json"]
+__all__ = ["BusBackend", "check_delivery_options", "event_json", "stop_workers"]
 
 
 def event_json(event: Event) -> str:
@@ -46,6 +46,44 @@ def check_delivery_options(*, max_deliveries: int, redelivery_delay: float, clos
         raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
     if close_timeout < 0:
         raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
+
+
+async def stop_workers(
+    workers: Collection[asyncio.Task[Any]],
+    *,
+    busy: Callable[[asyncio.Task[Any]], bool],
+    grace: float,
+    group: str,
+    logger: logging.Logger,
+) -> None:
+    """Stop the worker tasks of one member, as every close does: idle workers (not
+    ``busy`` in a handler) are cancelled at once -- they lose nothing; busy ones get
+    ``grace`` seconds to finish their handler, then are cancelled (each worker gives
+    its delivery back to the group when cancelled). The calling task is left alone:
+    it is a handler closing its own member, and returns by itself. A worker that died
+    of an exception is logged; handlers cancelled after a grace are warned about."""
+    current = asyncio.current_task()
+    others = [w for w in workers if w is not current]
+    for worker in others:
+        if not busy(worker):
+            worker.cancel()
+    if not others:
+        return
+    _, late = await asyncio.wait(others, timeout=grace) if grace > 0 else (set(), set(others))
+    for worker in late:
+        worker.cancel()
+    if late:
+        if grace > 0:
+            logger.warning(
+                "group %r: %d handler(s) still running after %ss; cancelled (their events are nacked)",
+                group,
+                len(late),
+                grace,
+            )
+        await asyncio.wait(late)
+    for worker in others:
+        if not worker.cancelled() and (exc := worker.exception()) is not None:
+            logger.error("a worker of group %r died", group, exc_info=exc)
 
 
 class BusBackend(ClosesOnExit, abc.ABC):

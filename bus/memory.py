@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json
+from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json, stop_workers
 from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
 from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
@@ -115,21 +115,7 @@ class _GroupMember:
         group.members.discard(self)
         if not group.members:
             group.progress.set()  # a bus close waiting on this group's members can move on
-        current = asyncio.current_task()
-        workers = [w for w in self._workers if w is not current]  # a handler closing its own subscription
-        for worker in workers:
-            if worker not in self._busy:
-                worker.cancel()
-        if not workers:
-            return
-        _, late = await asyncio.wait(workers, timeout=grace)
-        if late:
-            for worker in late:
-                worker.cancel()
-            await asyncio.wait(late)
-        for worker in workers:
-            if not worker.cancelled() and (exc := worker.exception()) is not None:
-                logger.error("consumer task of group %r died", group.name, exc_info=exc)
+        await stop_workers(self._workers, busy=self._busy.__contains__, grace=grace, group=group.name, logger=logger)
 
     async def _consume(self) -> None:
         # The hot path: keep it to local lookups and integer arithmetic.

@@ -30,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import api as js_api
 
+from agent_coordinator.bus.backend import stop_workers
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.nats.errors import NATS_FAILURES, describe_failure
 from agent_coordinator.bus.nats.topology import Connection, StreamTopology, token
@@ -123,27 +124,11 @@ class Member:
             await self._closed.wait()
             return
         self.closing = True
+        busy = {task for worker, task in zip(self.workers, self._tasks, strict=True) if worker.busy}
         try:
-            current = asyncio.current_task()
-            tasks = [t for t in self._tasks if t is not current]  # a handler closing its own subscription
-            for worker, task in zip(self.workers, self._tasks, strict=True):
-                if task is not current and not worker.busy:
-                    task.cancel()
-            if tasks:
-                _, late = await asyncio.wait(tasks, timeout=self.bus.close_timeout)
-                for task in late:
-                    task.cancel()
-                if late:
-                    logger.warning(
-                        "group %r: %d handler(s) still running after %ss; cancelled (their events are nacked)",
-                        self.group,
-                        len(late),
-                        self.bus.close_timeout,
-                    )
-                    await asyncio.wait(late)
-                for task in tasks:
-                    if not task.cancelled() and (exc := task.exception()) is not None:
-                        logger.error("pull worker of group %r died", self.group, exc_info=exc)
+            await stop_workers(
+                self._tasks, busy=busy.__contains__, grace=self.bus.close_timeout, group=self.group, logger=logger
+            )
         finally:
             self.bus._members.discard(self)
             self._closed.set()

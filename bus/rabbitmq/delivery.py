@@ -31,6 +31,7 @@ from aio_pika.abc import (
     HeadersType,
 )
 
+from agent_coordinator.bus.backend import stop_workers
 from agent_coordinator.bus.base import DeadLetter, Handler
 from agent_coordinator.bus.rabbitmq.errors import best_effort
 from agent_coordinator.bus.rabbitmq.topology import BROKER_DELIVERY_LIMIT, Group
@@ -132,24 +133,13 @@ class Member:
                 # Best effort: on a dead connection there is no consumer left to cancel.
                 async with best_effort():
                     await self._queue.cancel(self._consumer_tag)
-            current = asyncio.current_task()
-            workers = [w for w in self._workers if w is not current]  # a handler closing its own member
-            for worker in workers:
-                if worker not in self._busy:
-                    worker.cancel()
-            if workers:
-                _, late = await asyncio.wait(workers, timeout=grace) if grace > 0 else (set(), set(workers))
-                for worker in late:
-                    worker.cancel()
-                if late:
-                    await asyncio.wait(late)
-                for worker in workers:
-                    if not worker.cancelled() and (exc := worker.exception()) is not None:
-                        logger.error("consumer task of group %r died", self._group.name, exc_info=exc)
+            await stop_workers(
+                self._workers, busy=self._busy.__contains__, grace=grace, group=self._group.name, logger=logger
+            )
             while not self._buffer.empty():
                 self._group.in_flight -= 1
                 await requeue(self._buffer.get_nowait())
-            if current in self._workers:
+            if (current := asyncio.current_task()) in self._workers:
                 # Closing the channel now would requeue the calling handler's delivery
                 # under it; close it once that handler has settled.
                 self._bus._after(current, self._close_channel)
