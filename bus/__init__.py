@@ -3,9 +3,12 @@ and the mode itself (:class:`Choreography`, whose engine is :class:`Choreographe
 
 ``open_bus(url)`` picks a backend by URL scheme: ``memory://`` (the
 :class:`InMemoryBus`), ``amqp://`` / ``amqps://`` (RabbitMQ, :mod:`agent_coordinator.bus.rabbitmq`)
-and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`agent_coordinator.bus.nats`). Adding a backend
-means writing a sibling module that implements :class:`EventBus`, adding its scheme
-to ``_BACKENDS`` below, and adding its config to the contract suite in
+and ``nats://`` / ``tls://`` (NATS JetStream, :mod:`agent_coordinator.bus.nats`). The broker
+backends are sibling packages with one inner layout (``bus.py``, ``topology.py``,
+``delivery.py``, ``errors.py``) on one base, :class:`~agent_coordinator.bus.broker.BrokerBus`
+(URL options, close-once, stats, publish checks); docs/brokers/ is their operator's
+guide. Adding a backend means writing a sibling package the same way, adding its
+scheme to ``_BACKENDS`` below, and adding its config to the contract suite in
 ``tests/contract`` (one ``backend_<name>.py``).
 
 Names on a shared broker: ``open_bus(url, namespace=...)`` gives a backend the

@@ -2,7 +2,7 @@
 
 Everything the choreography coordinator needs from a message broker is the two
 protocols below, :class:`EventBus` and :class:`Subscription`. Backends (the
-in-memory bus beside this module; RabbitMQ or NATS later) implement them and must
+in-memory bus beside this module, RabbitMQ and NATS JetStream) implement them and must
 pass the contract suite in ``tests/contract`` -- it is the executable form of the
 contract written here.
 
@@ -276,6 +276,36 @@ class EventBus(Protocol):
 
     def stats(self) -> BusStats:
         """A snapshot of this bus's counters (a copy; later traffic does not change it)."""
+        ...
+
+    # A timeout parameter (not asyncio.timeout around the call) so the error can name what is busy.
+    async def wait_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Return once the bus is *idle*: every event published so far has been handled
+        to the end -- acked or dead-lettered -- by every group bound to its type, and
+        no handler runs. For tests, benchmarks and the lab, which must know that a
+        workflow's choreography has finished before they look at its effects.
+
+        What the bus can see differs by backend, so "idle" means, precisely:
+
+        * in-memory -- every group's queue is empty, no handler is running and no
+          redelivery (or ``reorder`` hold) is pending. Event-driven and exact: the bus
+          sees every group there is.
+        * RabbitMQ -- every delivery *this bus object* put into the groups it
+          subscribed (by publishing, redelivering or replaying) has been acked or
+          dead-lettered, none of its handlers is running, and those groups' queues and
+          delay queues hold no ready message on the broker (polled every 10 ms).
+          Groups that only other processes subscribed are not watched.
+        * NATS JetStream -- no member of this bus holds a message, and every consumer
+          this bus bound has nothing pending, unacked or awaiting redelivery (consumer
+          info polled every 20 ms) -- which includes work waiting for other
+          processes' members of those groups.
+
+        Idleness is a moment, not a state: a handler of another process may publish
+        right after. Raises ``TimeoutError`` after ``timeout`` seconds, naming the
+        groups (or consumers) with work left -- e.g. a group whose members all
+        closed, so its queue never drains; a broker backend raises
+        :class:`~agent_coordinator.core.errors.BusError` when it cannot ask the broker.
+        """
         ...
 
 

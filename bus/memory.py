@@ -13,14 +13,14 @@ rather than kept in a broker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
-from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
+from agent_coordinator.bus.backend import BusBackend, check_delivery_options, event_json, stop_workers
+from agent_coordinator.bus.base import DeadLetter, Handler, Subscription
+from agent_coordinator.core.errors import MalformedEvent
 from agent_coordinator.core.events import Event, parse_event
 
 __all__ = ["InMemoryBus"]
@@ -115,21 +115,7 @@ class _GroupMember:
         group.members.discard(self)
         if not group.members:
             group.progress.set()  # a bus close waiting on this group's members can move on
-        current = asyncio.current_task()
-        workers = [w for w in self._workers if w is not current]  # a handler closing its own subscription
-        for worker in workers:
-            if worker not in self._busy:
-                worker.cancel()
-        if not workers:
-            return
-        _, late = await asyncio.wait(workers, timeout=grace)
-        if late:
-            for worker in late:
-                worker.cancel()
-            await asyncio.wait(late)
-        for worker in workers:
-            if not worker.cancelled() and (exc := worker.exception()) is not None:
-                logger.error("consumer task of group %r died", group.name, exc_info=exc)
+        await stop_workers(self._workers, busy=self._busy.__contains__, grace=grace, group=group.name, logger=logger)
 
     async def _consume(self) -> None:
         # The hot path: keep it to local lookups and integer arithmetic.
@@ -165,7 +151,7 @@ class _GroupMember:
                 busy.discard(me)
 
 
-class InMemoryBus(ClosesOnExit):
+class InMemoryBus(BusBackend):
     """An :class:`~agent_coordinator.bus.base.EventBus` in the memory of one event loop.
 
     * ``max_deliveries`` -- deliveries of one event to one group before it is
@@ -187,7 +173,21 @@ class InMemoryBus(ClosesOnExit):
 
     Publishing never blocks (queues are unbounded). :meth:`wait_idle` is the test
     helper that waits until everything published has been handled.
+
+    :meth:`close` waits up to ``close_timeout`` for every group that has members to
+    handle everything already accepted (so a close right after a burst of publishes
+    loses nothing), then cancels the members; handlers still running are cancelled
+    and their events nacked. Whatever is still unhandled then -- events of groups
+    without members, or left by the timeout -- is moved to :meth:`dead_letters` with
+    the error ``"BusClosed: ..."``, so nothing accepted silently disappears.
+    Publishes are refused from the start of close, including those of handlers
+    draining the queue (they raise ``BusClosed``, so their events are redelivered and
+    end up dead-lettered): let a workflow finish (``wait_idle``) before closing. Do not
+    close it from a handler (close would wait for that handler until the timeout).
     """
+
+    _kind: ClassVar[str] = "in-memory"
+    _logger: ClassVar[logging.Logger] = logger
 
     def __init__(
         self,
@@ -199,12 +199,9 @@ class InMemoryBus(ClosesOnExit):
         reorder_seed: int = 0,
         close_timeout: float = 10.0,
     ) -> None:
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be at least 1 (got {max_deliveries})")
-        if redelivery_delay < 0:
-            raise ValueError(f"redelivery_delay must be >= 0 seconds (got {redelivery_delay})")
-        if close_timeout < 0:
-            raise ValueError(f"close_timeout must be >= 0 seconds (got {close_timeout})")
+        check_delivery_options(
+            max_deliveries=max_deliveries, redelivery_delay=redelivery_delay, close_timeout=close_timeout
+        )
         self.max_deliveries = max_deliveries
         self.redelivery_delay = redelivery_delay
         if reorder < 0:
@@ -216,27 +213,16 @@ class InMemoryBus(ClosesOnExit):
         self._groups: dict[str, _Group] = {}
         self._routes: dict[str, list[_Group]] = {}  # event type -> groups bound to it
         self._dead: list[DeadLetter] = []
-        self._stats = BusStats()
         self._progress = asyncio.Event()
-        self._closed = False
-        self._close_finished = asyncio.Event()
+        super().__init__()
 
     # -- the EventBus protocol -------------------------------------------------------
 
-    async def publish(self, event: Event) -> None:
-        """Enqueue ``event`` to every group bound to its type (see
-        :meth:`agent_coordinator.bus.base.EventBus.publish`)."""
-        if self._closed:
-            raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
+    async def _publish(self, event: Event) -> None:
+        # Accepted once enqueued to every bound group.
         groups = self._routes.get(event.type)
         if groups:
-            try:
-                raw = event.to_json()
-            except (TypeError, ValueError) as exc:
-                raise BusError(
-                    f"cannot publish {event.type} {event.id}: its data is not JSON-serialisable ({exc});"
-                    " put only JSON types (str, int, float, bool, None, lists, dicts) in event.data"
-                ) from exc
+            raw = event_json(event)
             copies = 2 if self.duplicate_delivery else 1
             for group in groups:
                 for _ in range(copies):
@@ -244,18 +230,8 @@ class InMemoryBus(ClosesOnExit):
                         group.hold(_Delivery(raw), self._hold(event.type, group.name))
                     else:
                         group.enqueue(_Delivery(raw))
-        self._stats.published += 1
 
-    async def subscribe(
-        self,
-        group: str,
-        types: Collection[str],
-        handler: Handler,
-        *,
-        concurrency: int = 1,
-    ) -> Subscription:
-        """Join ``group`` as a member handling ``types`` (see :meth:`agent_coordinator.bus.base.EventBus.subscribe`)."""
-        wanted = subscription_types(group, types, concurrency, closed=self._closed)
+    async def _join(self, group: str, wanted: set[str], handler: Handler, concurrency: int) -> Subscription:
         target = self._groups.get(group)
         if target is None:
             target = self._groups[group] = _Group(group, self._progress)
@@ -266,77 +242,40 @@ class InMemoryBus(ClosesOnExit):
         target.members.add(member)
         return member
 
-    async def close(self) -> None:
-        """Stop publishes and subscribes, handle what is queued, stop the members.
-
-        Waits up to ``close_timeout`` for every group that has members to handle
-        everything already accepted (so a close right after a burst of publishes
-        loses nothing), then cancels the members; handlers still running are
-        cancelled and their events nacked. Whatever is still unhandled then -- events
-        of groups without members, or left by the timeout -- is moved to
-        :meth:`dead_letters` with the error ``"BusClosed: ..."``, so nothing
-        accepted silently disappears.
-
-        Publishes are refused from the start of close, including those of handlers
-        draining the queue (they raise ``BusClosed``, so their events are redelivered
-        and end up dead-lettered): let a workflow finish (``wait_idle``) before
-        closing. Do not call it from a handler (it would wait for that handler until
-        the timeout).
-        """
-        if self._closed:
-            await self._close_finished.wait()
-            return
-        self._closed = True
+    async def _shut_down(self) -> None:
+        # Drain what groups with members can handle, then stop them (see the class docstring).
         try:
-            try:
-                async with asyncio.timeout(self.close_timeout):
-                    await self._until_settled(lambda g: bool(g.members) and g.unsettled > 0)
-            except TimeoutError:
-                logger.warning(
-                    "bus close timed out after %ss; cancelling handlers: %s",
-                    self.close_timeout,
-                    "; ".join(g.describe() for g in self._groups.values() if g.unsettled),
-                )
-            members = [m for g in self._groups.values() for m in g.members]
-            await asyncio.gather(*(m._stop(grace=0) for m in members))
-            self._dead_letter_unhandled()
-        finally:
-            self._close_finished.set()
+            async with asyncio.timeout(self.close_timeout):
+                await self._until_settled(lambda g: bool(g.members) and g.unsettled > 0)
+        except TimeoutError:
+            logger.warning(
+                "bus close timed out after %ss; cancelling handlers: %s",
+                self.close_timeout,
+                "; ".join(g.describe() for g in self._groups.values() if g.unsettled),
+            )
+        members = [m for g in self._groups.values() for m in g.members]
+        await asyncio.gather(*(m._stop(grace=0) for m in members))
+        self._dead_letter_unhandled()
 
     async def dead_letters(self) -> list[DeadLetter]:
         """The dead-lettered events, oldest first (a copy)."""
         return list(self._dead)
 
-    async def replay_dead_letters(self, group: str | None = None) -> int:
-        """Re-enqueue the dead letters of ``group`` (all when None) with a fresh delivery count."""
-        if self._closed:
-            raise BusClosed("cannot replay dead letters: the bus is closed")
+    async def _replay(self, group: str | None) -> int:
+        # Re-enqueued with a fresh delivery count.
         replay = [d for d in self._dead if (group is None or d.group == group) and not d.malformed]
         self._dead = [d for d in self._dead if d not in replay]
         for dead in replay:
             self._groups[dead.group].enqueue(_Delivery(dead.event.to_json()))
         return len(replay)
 
-    def stats(self) -> BusStats:
-        """A snapshot of the counters."""
-        return dataclasses.replace(self._stats)
+    # -- wait_idle, event-driven (no polling) ----------------------------------------
 
-    # -- test helpers ----------------------------------------------------------------
+    async def _until_idle(self) -> None:
+        await self._until_settled(lambda g: g.unsettled > 0)
 
-    # A timeout parameter (not asyncio.timeout around the call) so the error can name the busy groups.
-    async def wait_idle(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Return once every group's queue is empty, no handler is running and no
-        redelivery is pending -- everything published so far is acked or dead-lettered.
-
-        Event-driven (no polling). Raises ``TimeoutError`` naming the groups that still
-        have work -- e.g. a group whose members all closed, so its queue never drains.
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                await self._until_settled(lambda g: g.unsettled > 0)
-        except TimeoutError:
-            busy = "; ".join(g.describe() for g in self._groups.values() if g.unsettled)
-            raise TimeoutError(f"in-memory bus not idle after {timeout}s: {busy}") from None
+    def _work_left(self) -> str:
+        return "; ".join(g.describe() for g in self._groups.values() if g.unsettled)
 
     # -- internals -------------------------------------------------------------------
 
@@ -356,33 +295,10 @@ class InMemoryBus(ClosesOnExit):
     def _nack(self, group: _Group, delivery: _Delivery, event: Event | None, exc: Exception) -> None:
         """A handler raised: redeliver after backoff, or dead-letter once out of
         deliveries -- at once when the event itself is at fault (MalformedEvent)."""
-        if isinstance(exc, MalformedEvent):
-            logger.error(
-                "dead-lettering event %s for group %r at once: %s: %s",
-                getattr(event, "id", "?"),
-                group.name,
-                type(exc).__name__,
-                exc,
-            )
+        event_id = event.id if event is not None else "?"
+        if self._dead_letter_now(exc, event_id=event_id, group=group.name, deliveries=delivery.deliveries):
             self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
             return
-        if delivery.deliveries >= self.max_deliveries:
-            logger.warning(
-                "dead-lettering event %s for group %r after %d deliveries",
-                event.id if event is not None else "?",
-                group.name,
-                delivery.deliveries,
-                exc_info=exc,
-            )
-            self._dead_letter(group, delivery, event, f"{type(exc).__name__}: {exc}")
-            return
-        logger.debug(
-            "handler of group %r failed (delivery %d of %d); redelivering",
-            group.name,
-            delivery.deliveries,
-            self.max_deliveries,
-            exc_info=exc,
-        )
         self._stats.redelivered += 1
         delay = self.redelivery_delay * 2 ** (delivery.deliveries - 1)
         if delay > 0:

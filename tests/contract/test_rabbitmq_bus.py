@@ -141,7 +141,9 @@ async def test_subscribe_rejects_the_reserved_group_and_wildcard_types_before_co
 
 def test_open_bus_without_aio_pika_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aio_pika", None)  # makes `import aio_pika` fail
-    monkeypatch.delitem(sys.modules, "agent_coordinator.bus.rabbitmq")
+    package = "agent_coordinator.bus.rabbitmq"
+    for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+        monkeypatch.delitem(sys.modules, name)  # as in a process that never imported the backend
     with pytest.raises(BusError, match=r"pip install 'agent-coordinator\[rabbitmq\]'"):
         open_bus("amqp://guest:guest@127.0.0.1:5672/")
 
