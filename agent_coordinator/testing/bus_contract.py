@@ -38,7 +38,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, Protocol
 
 import pytest
 import pytest_asyncio
@@ -70,10 +70,6 @@ class BusFactory(Protocol):
     capability flag is set)."""
 
     def __call__(self, **options: Any) -> Awaitable[EventBus]: ...
-
-
-class _WaitsIdle(Protocol):
-    async def wait_idle(self, timeout: float = ...) -> None: ...  # noqa: ASYNC109
 
 
 def unique(prefix: str) -> str:
@@ -178,7 +174,7 @@ class EventBusContract(ConformanceSuite):
     async def settle(self, bus: EventBus) -> None:
         """Wait until ``bus`` has nothing queued, in flight or awaiting redelivery
         (``wait_idle``); the suite uses it to assert that nothing *more* arrives."""
-        await cast(_WaitsIdle, bus).wait_idle(timeout=self.idle_timeout)
+        await bus.wait_idle(timeout=self.idle_timeout)
 
     # -- payload ---------------------------------------------------------------------------
 

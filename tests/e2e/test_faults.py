@@ -27,7 +27,6 @@ from agent_coordinator.examples.orders.faults import sabotage_order
 from agent_coordinator.examples.orders.invariants import check_orders
 from agent_coordinator.examples.orders.lab import order_scenario
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
-from agent_coordinator.lab.buses import DelegatingBus
 from agent_coordinator.lab.faults import PRESETS, CountingEventLog, FaultInjection, FaultPlan, Outage
 from agent_coordinator.lab.invariants import InvariantReport, events_of
 from agent_coordinator.modes import Choreography
@@ -256,14 +255,6 @@ async def test_on_a_bus_without_the_switch_duplicates_are_published_twice() -> N
     await injection.aclose()
     assert len(seen) == 2 and len(set(seen)) == 1
     assert injection.stats.duplicates_published == 1
-
-
-async def test_a_wrapped_bus_without_wait_idle_says_so() -> None:
-    class Bare:  # an outside backend with the seam's calls only
-        pass
-
-    with pytest.raises(TypeError, match="Bare has no wait_idle"):
-        await DelegatingBus(Bare()).wait_idle(timeout=1.0)  # type: ignore[arg-type]
 
 
 async def test_the_same_plan_gives_the_same_event_log_twice() -> None:
