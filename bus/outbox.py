@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ from typing import Any, Protocol
 from agent_coordinator.bus.base import EventBus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.events import Event, parse_event
+from agent_coordinator.core.sqlite import connect_shared
 
 __all__ = [
     "Deadlines",
@@ -156,10 +156,8 @@ class SqliteOutbox:
         self.path = Path(path)
         self.claim_timeout = claim_timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db = connect_shared(self.path)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS inbox (

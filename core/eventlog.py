@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent_coordinator.core.events import Event, parse_event
+from agent_coordinator.core.sqlite import connect_shared
 
 __all__ = [
     "ORPHAN_RUN",
@@ -122,10 +123,8 @@ class SqliteEventLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False + a lock: coordinators may append from worker threads.
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db = connect_shared(self.path)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS events (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -47,6 +47,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent_coordinator.core.errors import InvalidInput
+from agent_coordinator.core.sqlite import connect_shared
 from agent_coordinator.examples.orders.sandbox.scenario import Scenario
 
 __all__ = ["BUSY_TIMEOUT_S", "SCHEMA_VERSION", "KeyRow", "RecordRow", "SandboxDatabase"]
@@ -127,9 +128,11 @@ class SandboxDatabase:
         self.path = Path(path)
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
+            self._conn = connect_shared(self.path, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.OperationalError as exc:
+            raise InvalidInput(f"cannot open sandbox store {str(self.path)!r}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # opened, but its header is not SQLite's
+            raise InvalidInput(f"sandbox store {str(self.path)!r} is not a sandbox store: {exc}") from exc
         except sqlite3.Error as exc:
             raise InvalidInput(f"cannot open sandbox store {str(self.path)!r}: {exc}") from exc
         try:
@@ -141,8 +144,6 @@ class SandboxDatabase:
     def _initialise(self, scenario: Scenario | None) -> Scenario:
         where = f"sandbox store {str(self.path)!r}"
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
             with self.transaction() as conn:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if tables and "meta" not in tables:
