@@ -852,7 +852,7 @@ def trace(
             console.print(event.to_json(), soft_wrap=True, markup=False, highlight=False)
         return
     resolved = AppResolver(workflow).resolve(run_record, events[-1])
-    console.print(trace_header(workflow_id, shown_run, run_record, resolved, events[-1]))
+    console.print(trace_header(workflow_id, shown_run, run_record, resolved, events[-1]), soft_wrap=True)
     console.print(render_trace(workflow_id, events))
 
 

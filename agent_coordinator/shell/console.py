@@ -12,8 +12,9 @@ from agent_coordinator.shell.reporting import (
 
 console = Console()
 
-
-errors = Console(stderr=True)
+#: Problems are printed whole, never hard-wrapped: a path or an id cut at the column
+#: limit cannot be copied back into a command, and the terminal wraps long lines itself.
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_UNUSABLE) -> typer.Exit:

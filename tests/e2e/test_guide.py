@@ -102,6 +102,7 @@ def coordinator(command: str, project: Path, **substitutions: str) -> list[str]:
     return [str(COORDINATOR), *words[1:]]
 
 
+@pytest.mark.slow  # the guide's command lines, each a coordinator process
 def test_the_guides_runs_in_both_modes(project: Path) -> None:
     for command in (RUN, RUN_CHOREOGRAPHY):
         done = subprocess.run(

@@ -283,6 +283,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # processes of its own writing one store
 async def test_writers_in_several_processes_never_oversell(store: Path, opened: list[Sandbox]) -> None:
     scenario = Scenario(catalogue={"SKU-RARE": CatalogueItem(name="Rare", unit_price_cents=1, stock=30)})
     open_sandbox(opened, store, scenario).close()

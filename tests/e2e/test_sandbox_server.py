@@ -112,6 +112,7 @@ def assert_same_state(a: SandboxState, b: SandboxState, orders: tuple[str, ...] 
         assert a.effects_for(order_id) == b.effects_for(order_id)
 
 
+@pytest.mark.slow  # a crash test: it SIGKILLs the served sandbox process
 async def test_order_tools_against_a_served_sandbox_survive_sigkill(tmp_path: Path) -> None:
     store = tmp_path / "sandbox.db"
     async with httpx.AsyncClient(timeout=10) as client:
