@@ -21,7 +21,7 @@ from agent_coordinator import (
     open_coordinator,
 )
 from agent_coordinator.agents import ScriptedChatModel, misbehave
-from agent_coordinator.bus import InMemoryBus
+from agent_coordinator.bus import EventBus, InMemoryBus
 from agent_coordinator.core.settings import Backoff
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
@@ -57,7 +57,7 @@ async def run_orders(
     *,
     scenario: Scenario | None = None,
     model: BaseChatModel | None = None,
-    bus: InMemoryBus | None = None,
+    bus: EventBus | None = None,
     settings: RunSettings = FAST,
 ) -> tuple[list[WorkflowResult], Sandbox]:
     sandbox = Sandbox(scenario or Scenario.default())

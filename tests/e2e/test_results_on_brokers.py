@@ -9,13 +9,9 @@ import uuid
 
 import pytest
 
-from agent_coordinator import LogicalClock, MemoryEventLog, WorkflowResult, open_coordinator
-from agent_coordinator.bus import EventBus, open_bus
-from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_agents
-from agent_coordinator.examples.orders.sandbox import Sandbox, Scenario
-from agent_coordinator.modes import Choreography
+from agent_coordinator.bus import open_bus
 from tests.e2e.test_bus_names_and_waits import _delete_nats_streams, _delete_rabbitmq_names
-from tests.e2e.test_orders_e2e import FAST, example_orders
+from tests.e2e.test_orders_e2e import example_orders, run_orders
 from tests.services import NATS_URL, RABBITMQ_URL, require_service
 
 pytestmark = pytest.mark.services
@@ -23,31 +19,16 @@ pytestmark = pytest.mark.services
 ROUNDS = 2  # each a fresh set of broker names; arrival orders differ from round to round
 
 
-async def run_example_orders(bus: EventBus | None) -> list[WorkflowResult]:
-    sandbox = Sandbox(Scenario.default())
-    async with (
-        sandbox.client() as client,
-        open_coordinator(
-            ORDER_FULFILMENT,
-            agents=order_agents(client=client),
-            mode=Choreography(bus=bus) if bus is not None else "orchestration",
-            settings=FAST,
-            clock=LogicalClock(),
-            event_log=MemoryEventLog(),
-        ) as coordinator,
-    ):
-        return await coordinator.run_many([ORDER_FULFILMENT.validate_input(o) for o in example_orders()], concurrency=8)
-
-
 @pytest.mark.parametrize("broker", ["nats", "rabbitmq"])
 async def test_every_choreographed_result_on_a_broker_is_the_orchestrated_chain(broker: str) -> None:
     require_service(broker)
-    chains = {r.workflow_id: [e.to_json() for e in r.events] for r in await run_example_orders(None)}
+    orchestrated, _ = await run_orders("orchestration", example_orders())
+    chains = {r.workflow_id: [e.to_json() for e in r.events] for r in orchestrated}
     for _ in range(ROUNDS):
         namespace = f"test-results-{uuid.uuid4().hex[:8]}"
         try:
             async with open_bus(NATS_URL if broker == "nats" else RABBITMQ_URL, namespace=namespace) as bus:
-                results = await run_example_orders(bus)
+                results, _ = await run_orders("choreography", example_orders(), bus=bus)
         finally:
             if broker == "nats":
                 await _delete_nats_streams(namespace)
