@@ -686,7 +686,7 @@ def compare(
     json_output: Annotated[bool, typer.Option("--json", help="print the report as one JSON document")] = False,
 ) -> None:
     """Run the same workload in both modes, with faults, and print the trade-offs measured."""
-    from agent_coordinator.lab.compare import run_compare_command
+    from agent_coordinator.lab.compare_command import run_compare_command
 
     raise typer.Exit(
         run_compare_command(

@@ -11,7 +11,8 @@ from rich.console import Console
 
 from agent_coordinator import MODES, Backoff, RunSettings
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
-from agent_coordinator.lab.compare import ComparisonReport, compare, count_code_lines, expand, main, read_jsonl
+from agent_coordinator.lab.compare import ComparisonReport, compare, count_code_lines, expand, read_jsonl
+from agent_coordinator.lab.compare_command import main
 from agent_coordinator.lab.compare_report import charts, render_markdown, render_table, table_rows, write_report
 from agent_coordinator.lab.faults import FaultPlan, Outage
 
