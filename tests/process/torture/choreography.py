@@ -208,7 +208,9 @@ class ChoreographyDriver(Driver):
                     break
                 await self._replace_owner()
             except Aborted as exc:
-                self.incident("aborted", f"{exc}; the schedule stops before kill {planned.index}")
+                # A budget, not a verdict: the closing phase still finishes and judges every
+                # order, and the test asks for most of the planned kills to have happened.
+                self.incident("time-limit", f"{exc}; the schedule stops before kill {planned.index}")
                 break
         await self.close_schedule()
 
