@@ -24,7 +24,10 @@ from tests.services import POSTGRES_URL, require_service, services_required
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 #: The CI size. Choreography's deadline is short so that a lost chain is failed (and
-#: a stall declared) within the test's time; the schedule itself is bounded too.
+#: a stall declared) within the test's time. The schedule has no time limit: it ends
+#: with the batch, a hang is a stall (no new event for stall_s), and pytest's timeout
+#: bounds the rest -- a limit in seconds made the RabbitMQ run fail on a machine whose
+#: broker restarts are slow, with every order consistent.
 CI = {
     "orders": 300,
     "kills": 20,
@@ -33,7 +36,7 @@ CI = {
     "latency_ms": 4.0,
     "stall_s": 15.0,
     "deadline_s": 10.0,
-    "time_limit_s": 90.0,
+    "time_limit_s": None,
 }
 
 
