@@ -66,6 +66,14 @@ def bus_namespace(workflow: str, prefix: str = "") -> str:
 
 
 def _open_memory(url: str, *, namespace: str | None = None, **options: Any) -> EventBus:
+    # The brokers' rule for URL options (docs/brokers/README.md): nothing is ignored.
+    # The memory bus takes its options as arguments, so any query is a mistake.
+    parts = urlsplit(url)
+    if parts.netloc or parts.path or parts.query:
+        raise BusError(
+            f"the memory bus takes no host, path or URL options ({url!r}): write memory:// "
+            "and pass options as arguments, e.g. open_bus('memory://', max_deliveries=3)"
+        )
     return InMemoryBus(**options)  # one process's bus: there is nobody to collide with
 
 

@@ -239,6 +239,19 @@ def test_open_bus_refuses_schemes_without_a_backend(url: str, names: str) -> Non
     assert "s3cret" not in message  # never echo credentials from a broker URL
 
 
+@pytest.mark.parametrize("url", ["memory://?max_deliveries=3", "memory://somewhere", "memory:///x"])
+def test_a_memory_url_with_options_is_refused_not_ignored(url: str) -> None:
+    with pytest.raises(BusError, match=r"the memory bus takes no host, path or URL options .*max_deliveries=3\)"):
+        open_bus(url)
+
+
+async def test_a_plain_memory_url_opens_the_in_memory_bus() -> None:
+    for url in ("memory://", "memory:", "MEMORY://"):
+        bus = open_bus(url, max_deliveries=2)
+        assert isinstance(bus, InMemoryBus)
+        await bus.close()
+
+
 async def test_reorder_keeps_each_types_order_and_lets_types_overtake_each_other() -> None:
     seen: list[tuple[str, int]] = []
 
