@@ -415,35 +415,50 @@ class Choreographer:
             reason = self.saga.approval_reason(nxt.step, cause=event, parameters=parameters)
             if reason is not None:
                 # Pause: the step runs when someone publishes its Approved event.
-                return self.saga.approval_requested(nxt.step, reason, cause=event)
+                requested = self.saga.approval_requested(nxt.step, reason, cause=event)
+                return requested if await self._answer_holds(event, requested) else None
             report = await self.runner.perform(
                 nxt.step, workflow_id=event.subject, input=data["input"], results=data["results"]
             )
             emitted = self.saga.performed(nxt.step, report, cause=event)
-            if report.stopped and self._consequence(event, besides=emitted.id) is not None:
+            lost = not await self._answer_holds(event, emitted)
+            if report.stopped and lost:
                 # Our model was out and the deadline failed the step meanwhile: the run
                 # is being unwound already, and a stop beside it would fork the chain.
                 return None
-            if report.ok and self._consequence(event, besides=emitted.id) is not None:
+            if report.ok and lost:
                 # The run's deadline failed this step while we were acting: undo our
                 # effect at once and say nothing; the run is already being unwound.
                 assert report.result is not None
                 await self.runner.compensate(nxt.step, workflow_id=event.subject, result=report.result)
                 return None
-            return emitted
+            return None if lost else emitted
         if nxt.action is Action.COMPENSATE:
             assert nxt.step is not None
             report = await self.runner.compensate(
                 nxt.step, workflow_id=event.subject, result=data["results"][nxt.step.name]
             )
             emitted = self.saga.compensated(nxt.step, report, cause=event)
-            if self._consequence(event, besides=emitted.id) is not None:
+            if not await self._answer_holds(event, emitted):
                 # The deadline declared this undo failed while we were doing it, and the
                 # run has moved on: a second, competing event would fork the chain.
                 log.warning("undo of %s for %s finished after its deadline", nxt.step.name, event.subject)
                 return None
             return emitted
-        return self.saga.finished(cause=event)
+        finished = self.saga.finished(cause=event)
+        return finished if await self._answer_holds(event, finished) else None
+
+    async def _answer_holds(self, trigger: Event, answer: Event) -> bool:
+        """Whether ``answer`` is the one answer to ``trigger``: no other is in the log,
+        and -- with a store shared by processes -- the store's claim of the trigger's
+        outcome went to it. Checking the log alone left a window between processes:
+        an agent's late answer and the owner's deadline failure of the same step both
+        went out and forked the chain (seen by the torture harness on RabbitMQ)."""
+        if self._consequence(trigger, besides=answer.id) is not None:
+            return False
+        if self.store is None:
+            return True  # one process: nothing runs between this check and the append
+        return await self.store.claim_outcome(trigger.id, answer.id) == answer.id
 
     # -- deadlines -------------------------------------------------------------------
 
@@ -518,6 +533,12 @@ class Choreographer:
             return last
         else:
             emitted = self.saga.finished(cause=last)
+        if not await self._answer_holds(last, emitted):
+            # The agent answered first (its answer may not be logged yet, if it died
+            # right after claiming): announce the trigger again so that it, or another
+            # member, delivers that answer; the run waits another deadline.
+            await self._announce(last)
+            return last
         log.warning("run %s missed its deadline at %s: emitting %s", workflow_id, last.type, emitted.type)
         await self.publish(emitted)
         return emitted

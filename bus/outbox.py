@@ -97,6 +97,14 @@ class ParticipantStore(Protocol):
 
     async def attempted(self, group: str, event_id: str) -> bool: ...
 
+    async def claim_outcome(self, trigger_id: str, event_id: str) -> str:
+        """Claim that ``event_id`` is the one answer to ``trigger_id``; return the
+        answer that holds -- ``event_id`` when this claim (or an earlier one of the same
+        id) won, another event's id when someone answered first. Atomic across the
+        processes sharing the store: an agent's late answer and the owner's deadline
+        failure of the same step can never both go out."""
+        ...
+
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None: ...
 
     async def claim_due_deadlines(self, now: float, *, extend_to: float, limit: int = 100) -> list[str]: ...
@@ -175,6 +183,7 @@ class SqliteOutbox:
                 PRIMARY KEY (grp, event_id)
             );
             CREATE TABLE IF NOT EXISTS deadlines (subject TEXT PRIMARY KEY, due REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS outcomes (trigger_id TEXT PRIMARY KEY, event_id TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS deadlines_due ON deadlines (due);
             """
         )
@@ -219,6 +228,14 @@ class SqliteOutbox:
                 "SELECT 1 FROM attempts WHERE grp = ? AND event_id = ?", (group, event_id)
             ).fetchone()
         return row is not None
+
+    async def claim_outcome(self, trigger_id: str, event_id: str) -> str:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outcomes (trigger_id, event_id) VALUES (?, ?)", (trigger_id, event_id)
+            )
+            (winner,) = self._db.execute("SELECT event_id FROM outcomes WHERE trigger_id = ?", (trigger_id,)).fetchone()
+        return str(winner)
 
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
@@ -309,6 +326,10 @@ class PostgresOutbox:
                     f"CREATE TABLE IF NOT EXISTS {self.prefix}deadlines (subject TEXT PRIMARY KEY, "
                     "due DOUBLE PRECISION NOT NULL)"
                 )
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.prefix}outcomes (trigger_id TEXT PRIMARY KEY, "
+                    "event_id TEXT NOT NULL)"
+                )
         except Exception as exc:
             await self._pool.close()
             raise BusError(f"cannot open the PostgreSQL outbox: {exc}; check the URL and that the server runs") from exc
@@ -354,6 +375,19 @@ class PostgresOutbox:
                 f"SELECT 1 FROM {self.prefix}attempts WHERE grp = %s AND event_id = %s", (group, event_id)
             )
             return await cursor.fetchone() is not None
+
+    async def claim_outcome(self, trigger_id: str, event_id: str) -> str:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {self.prefix}outcomes (trigger_id, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (trigger_id, event_id),
+            )
+            cursor = await conn.execute(
+                f"SELECT event_id FROM {self.prefix}outcomes WHERE trigger_id = %s", (trigger_id,)
+            )
+            row = await cursor.fetchone()
+            assert row is not None  # inserted or already there
+            return str(row[0])
 
     async def arm_deadline(self, subject: str, due: float, *, replace: bool = False) -> None:
         conflict = "DO UPDATE SET due = EXCLUDED.due" if replace else "DO NOTHING"

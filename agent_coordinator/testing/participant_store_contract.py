@@ -285,6 +285,32 @@ class ParticipantStoreContract(ConformanceSuite):
         await store.commit("payment", trigger.id, [])
         assert await store.attempted("payment", trigger.id)
 
+    # -- one answer per trigger ------------------------------------------------------
+
+    async def test_the_first_answer_claimed_for_a_trigger_holds(self, open_store: _OpenStore) -> None:
+        store = await open_store()
+        trigger = _trigger()
+        assert await store.claim_outcome(trigger.id, "processed") == "processed"
+        assert await store.claim_outcome(trigger.id, "processed") == "processed", "the same answer, claimed again"
+        assert await store.claim_outcome(trigger.id, "failed-by-owner") == "processed", "a rival answer loses"
+        assert await store.claim_outcome(_trigger("other").id, "failed-by-owner") == "failed-by-owner"
+
+    async def test_an_agent_and_an_owner_claiming_at_once_agree_on_one_answer(self, open_store: _OpenStore) -> None:
+        self._require("concurrent_handles")
+        agent, owner = await open_store(), await open_store()
+        triggers = [_trigger(f"t{i}").id for i in range(40)]
+
+        async def claim(store: ParticipantStore, answer: str) -> list[str]:
+            won = []
+            for trigger_id in triggers:
+                won.append(await store.claim_outcome(trigger_id, f"{answer}-{trigger_id}"))
+                await asyncio.sleep(0)  # let the other claimer in between
+            return won
+
+        async with asyncio.timeout(WAIT * 4):
+            by_agent, by_owner = await asyncio.gather(claim(agent, "processed"), claim(owner, "failed"))
+        assert by_agent == by_owner, "both sides see the same winner for every trigger"
+
     # -- deadlines ---------------------------------------------------------------------
 
     async def test_a_deadline_is_due_at_its_time_and_claiming_moves_it(self, open_store: _OpenStore) -> None:
