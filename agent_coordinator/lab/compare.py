@@ -20,8 +20,7 @@ adds a notification step in each mode (the two example changes in
 ``examples/notification/``).
 
 Outputs (:mod:`agent_coordinator.lab.compare_report`): a rich table, ``report.model_dump_json()``,
-and a Markdown + HTML report with SVG charts. The command around it (``coordinator
-compare``, ``python -m agent_coordinator.lab.compare_command``) is
+and a Markdown + HTML report with SVG charts. The body of ``coordinator compare`` is
 :mod:`agent_coordinator.lab.compare_command`.
 """
 
@@ -65,7 +64,6 @@ if TYPE_CHECKING:
     from agent_coordinator.bus.base import EventBus, Handler, Subscription
 
 __all__ = [
-    "DEFAULT_APP",
     "ChangeSize",
     "ComparisonReport",
     "Explanation",
@@ -77,7 +75,6 @@ __all__ = [
     "read_jsonl",
 ]
 
-DEFAULT_APP = "agent_coordinator.examples.orders:order_fulfilment_app"
 OUTCOMES = ("completed", "compensated", "needs_attention", "stuck")
 
 

@@ -1,5 +1,6 @@
-"""``coordinator compare FILE``: run :func:`~agent_coordinator.lab.compare.compare`,
-print its table (or JSON) and write its report.
+"""The body of ``coordinator compare FILE``: run :func:`~agent_coordinator.lab.compare.compare`,
+print its table (or JSON) and write its report. The shell parses the options and
+names the app (the lab knows no app of its own: the order app is a layer above).
 
 The command sits above both the measuring (:mod:`agent_coordinator.lab.compare`) and
 the rendering (:mod:`agent_coordinator.lab.compare_report`), so neither imports the
@@ -9,24 +10,22 @@ knows nothing of how it is shown.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent_coordinator.core.app import load_app
 from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.lab.compare import DEFAULT_APP, compare, read_jsonl
+from agent_coordinator.lab.compare import compare, read_jsonl
 from agent_coordinator.lab.compare_report import render_table, write_report
 from agent_coordinator.lab.faults import FaultPlan
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["main", "run_compare_command"]
+__all__ = ["run_compare_command"]
 
 
 def run_compare_command(
@@ -37,7 +36,7 @@ def run_compare_command(
     bus: str | None = None,
     json_output: bool = False,
     report: Path | None = None,
-    workflow: str = DEFAULT_APP,
+    workflow: str,
     concurrency: int = 16,
     deadline: float = 1.0,
     console: Console | None = None,
@@ -122,34 +121,3 @@ def _unusable_report_directory(directory: Path) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"--report {directory}: {existing} is not writable; pick a directory you can write"
     return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agent_coordinator.lab.compare_command FILE [--orders N] [--faults SPEC] [--bus URL]
-    [--json] [--report DIR] [--workflow APP] [--concurrency N] [--deadline S]``."""
-    parser = argparse.ArgumentParser(prog="coordinator compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", type=Path, help="JSON-lines file of workflow inputs")
-    parser.add_argument("--orders", type=int, default=None, help="cycle the inputs to N runs")
-    parser.add_argument("--faults", default="standard", help="fault plan spec or preset (none, standard, outage)")
-    parser.add_argument("--bus", default=None, help="choreography bus URL (default: in memory)")
-    parser.add_argument("--json", action="store_true", dest="json_output", help="print the report as JSON")
-    parser.add_argument("--report", type=Path, default=None, help="write report.md/.html/.json and charts here")
-    parser.add_argument("--workflow", default=DEFAULT_APP, help="the WorkflowApp, as package.module:attribute")
-    parser.add_argument("--concurrency", type=int, default=16, help="runs in flight at once")
-    parser.add_argument("--deadline", type=float, default=1.0, help="choreography run deadline, seconds")
-    args = parser.parse_args(argv)
-    return run_compare_command(
-        args.file,
-        orders=args.orders,
-        faults=args.faults,
-        bus=args.bus,
-        json_output=args.json_output,
-        report=args.report,
-        workflow=args.workflow,
-        concurrency=args.concurrency,
-        deadline=args.deadline,
-    )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
 from agent_coordinator import MODES, Backoff, RunSettings
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, order_fulfilment_app
 from agent_coordinator.lab.compare import ComparisonReport, compare, count_code_lines, expand, read_jsonl
-from agent_coordinator.lab.compare_command import main
 from agent_coordinator.lab.compare_report import charts, render_markdown, render_table, table_rows, write_report
 from agent_coordinator.lab.faults import FaultPlan, Outage
+from agent_coordinator.shell.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "orders"
 FAST = RunSettings(
@@ -145,14 +146,16 @@ def test_the_report_renders_as_a_table_json_markdown_html_and_charts(report: Com
 
 
 @pytest.mark.timeout(120)
-def test_the_command_prints_json_and_exits_zero_without_violations(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main([str(EXAMPLES / "orders.jsonl"), "--faults", "seed=1,transient=0.1", "--deadline", "0.2", "--json"])
-    out = capsys.readouterr().out
-    assert code == 0
-    data = json.loads(out)
+def test_the_command_prints_json_and_exits_zero_without_violations() -> None:
+    orders = str(EXAMPLES / "orders.jsonl")
+    args = ["compare", orders, "--faults", "seed=1,transient=0.1", "--deadline", "0.2", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
     assert data["orders"] == 8 and {m["mode"] for m in data["measurements"]} == set(MODES)
 
 
-def test_the_command_refuses_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(EXAMPLES / "orders.jsonl"), "--faults", "colour=red"]) == 2
-    assert "unknown key" in capsys.readouterr().err
+def test_the_command_refuses_a_bad_fault_spec() -> None:
+    result = CliRunner().invoke(app, ["compare", str(EXAMPLES / "orders.jsonl"), "--faults", "colour=red"])
+    assert result.exit_code == 2
+    assert "unknown key" in result.stderr
