@@ -454,10 +454,11 @@ class Choreographer:
         outcome went to it. Checking the log alone left a window between processes:
         an agent's late answer and the owner's deadline failure of the same step both
         went out and forked the chain (seen by the torture harness on RabbitMQ)."""
-        if self._consequence(trigger, besides=answer.id) is not None:
-            return False
         if self.store is None:
-            return True  # one process: nothing runs between this check and the append
+            # One process: nothing runs between this check and the caller's append.
+            return self._consequence(trigger, besides=answer.id) is None
+        # The claim decides between processes; an answer logged before the trigger was
+        # taken in hand was already found by the handler's own look at the log.
         return await self.store.claim_outcome(trigger.id, answer.id) == answer.id
 
     # -- deadlines -------------------------------------------------------------------
