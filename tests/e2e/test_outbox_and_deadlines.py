@@ -38,7 +38,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield postgres
     finally:
         async with postgres._pool.connection() as conn:
-            await conn.execute(f"DROP TABLE {prefix}inbox, {prefix}outbox, {prefix}deadlines, {prefix}attempts")
+            await conn.execute(
+                f"DROP TABLE {prefix}inbox, {prefix}outbox, {prefix}deadlines, {prefix}attempts, {prefix}outcomes"
+            )
         await postgres.close()
 
 
