@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent_coordinator.core.events import Event, parse_event
 from agent_coordinator.core.sqlite import connect_shared
@@ -38,6 +38,7 @@ __all__ = [
     "EventLog",
     "MemoryEventLog",
     "RunRecord",
+    "SqlEventLog",
     "SqliteEventLog",
     "canonical_order",
     "causal_order",
@@ -116,11 +117,160 @@ class MemoryEventLog:
         return None
 
 
-class SqliteEventLog:
+class SqlEventLog:
+    """The queries of an event log kept in SQL tables, one place for both engines.
+
+    :class:`SqliteEventLog` (a file) and
+    :class:`~agent_coordinator.core.eventlog_postgres.PostgresEventLog` (a database
+    several machines share) hold the same two tables -- ``events`` (one row per
+    event and run, in append order ``seq``) and ``runs`` (what each run id stands
+    for) -- and answer with the same SQL; a subclass only runs it: ``_rows`` for a
+    read, ``_write`` for statements that must land together. The SQL is written with
+    ``?`` placeholders and table names ``{events}``/``{runs}``; a subclass's
+    ``_sql`` adapts both to its engine.
+    """
+
+    #: a printable name of where the log is (a file's path, a URL without its password)
+    where: str
+
+    #: column that orders ``runs`` as they were recorded
+    _runs_order = "rowid"
+
+    def _sql(self, sql: str) -> str:
+        return sql.format(events="events", runs="runs")
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        raise NotImplementedError
+
+    def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
+        # One statement per event, in order, in one transaction: an event may join the
+        # run of a cause appended just before it in the same call.
+        self._write(
+            [
+                (
+                    "INSERT INTO {events} (run_id, id, subject, type, causation_id, body) VALUES ("
+                    "COALESCE(CAST(? AS TEXT), "
+                    "(SELECT run_id FROM {events} WHERE id = ? ORDER BY seq DESC LIMIT 1), ?), ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (
+                        run_id,
+                        event.causation_id,
+                        ORPHAN_RUN,
+                        event.id,
+                        event.subject,
+                        event.type,
+                        event.causation_id,
+                        event.to_json(),
+                    ),
+                )
+                for event in events
+            ]
+        )
+
+    def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
+        if run_id is None:
+            rows = self._rows("SELECT run_id FROM {events} WHERE subject = ? ORDER BY seq DESC LIMIT 1", (subject,))
+            if not rows:
+                return []
+            run_id = rows[0][0]
+        rows = self._rows("SELECT body FROM {events} WHERE subject = ? AND run_id = ? ORDER BY seq", (subject, run_id))
+        return [parse_event(body) for (body,) in rows]
+
+    def begin_run(
+        self,
+        run_id: str,
+        *,
+        workflow: str,
+        mode: str,
+        app: str | None = None,
+        started: datetime | None = None,
+    ) -> RunRecord:
+        """Record what ``run_id`` stands for: the workflow's name, the ``app`` spec that
+        runs it (``package.module:attribute``), the mode, and when it started
+        (``started``; default now -- pass the logical clock's epoch for a
+        reproducible log).
+
+        A run id is recorded once; beginning it again (a re-run with the same
+        ``--run-id``) keeps the first record, which is returned, so the caller can
+        refuse a run id that stands for another workflow or mode.
+        """
+        stamp = _iso(started or datetime.now(UTC))
+        self._write(
+            [
+                (
+                    "INSERT INTO {runs} (run_id, workflow, mode, app, started) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (run_id, workflow, mode, app, stamp),
+                )
+            ]
+        )
+        record = self.run(run_id)
+        assert record is not None  # inserted above, or there already
+        return record
+
+    def run(self, run_id: str) -> RunRecord | None:
+        """What ``run_id`` stands for, if it was recorded (:meth:`begin_run`)."""
+        rows = self._rows("SELECT run_id, workflow, mode, app, started FROM {runs} WHERE run_id = ?", (run_id,))
+        return RunRecord(*rows[0]) if rows else None
+
+    def run_mode(self, run_id: str) -> str | None:
+        """The mode run ``run_id`` used, if it was recorded."""
+        record = self.run(run_id)
+        return None if record is None else record.mode
+
+    def all_runs(self) -> list[RunRecord]:
+        """Every recorded run, in the order they were recorded."""
+        rows = self._rows(f"SELECT run_id, workflow, mode, app, started FROM {{runs}} ORDER BY {self._runs_order}")
+        return [RunRecord(*row) for row in rows]
+
+    def latest(self) -> list[tuple[str, str, Event]]:
+        """Every subject's most recent event: ``(subject, run_id, event)``, by subject."""
+        rows = self._rows(
+            "SELECT subject, run_id, body FROM {events} WHERE seq IN "
+            "(SELECT MAX(seq) FROM {events} GROUP BY subject) ORDER BY subject"
+        )
+        return [(subject, run_id, parse_event(body)) for subject, run_id, body in rows]
+
+    def runs(self, subject: str) -> list[str]:
+        """The runs that have events for ``subject``, oldest first."""
+        rows = self._rows(
+            "SELECT run_id, MIN(seq) AS first FROM {events} WHERE subject = ? GROUP BY run_id ORDER BY first",
+            (subject,),
+        )
+        return [r for r, _ in rows]
+
+    def subjects(self) -> list[str]:
+        """Every workflow id the log holds events of, sorted."""
+        return [subject for (subject,) in self._rows("SELECT DISTINCT subject FROM {events} ORDER BY subject")]
+
+    def export(self) -> Iterator[str]:
+        """Every event in the log as JSON text, in a canonical order that does not
+        depend on how runs interleaved or which mode ran them: by workflow id, then
+        each workflow's events in :func:`canonical_order` (an event appended to
+        several runs appears once). With a logical clock and a seed, two logs of the
+        same inputs export the same bytes."""
+        for subject in self.subjects():
+            rows = self._rows("SELECT body FROM {events} WHERE subject = ? ORDER BY seq", (subject,))
+            unique: dict[str, Event] = {}
+            for (body,) in rows:
+                event = parse_event(body)
+                unique.setdefault(event.id, event)
+            for _, event in canonical_order(list(unique.values())):
+                yield event.to_json()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteEventLog(SqlEventLog):
     """An event log in one SQLite file (WAL; shared by processes on one machine)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False + a lock: coordinators may append from worker threads.
         self._db = connect_shared(self.path)
@@ -162,120 +312,23 @@ class SqliteEventLog:
                 if "duplicate column" not in str(exc):
                     raise
 
-    def append(self, events: Sequence[Event], *, run_id: str | None = None) -> None:
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            for event in events:
-                run = run_id
-                if run is None:
-                    row = self._db.execute(
-                        "SELECT run_id FROM events WHERE id = ? ORDER BY seq DESC LIMIT 1", (event.causation_id,)
-                    ).fetchone()
-                    run = row[0] if row else ORPHAN_RUN
-                self._db.execute(
-                    "INSERT OR IGNORE INTO events (run_id, id, subject, type, causation_id, body) VALUES (?,?,?,?,?,?)",
-                    (run, event.id, event.subject, event.type, event.causation_id, event.to_json()),
-                )
+            return self._db.execute(self._sql(sql), params).fetchall()
 
-    def events(self, subject: str, *, run_id: str | None = None) -> list[Event]:
+    def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
         with self._lock:
-            if run_id is None:
-                row = self._db.execute(
-                    "SELECT run_id FROM events WHERE subject = ? ORDER BY seq DESC LIMIT 1", (subject,)
-                ).fetchone()
-                if row is None:
-                    return []
-                run_id = row[0]
-            rows = self._db.execute(
-                "SELECT body FROM events WHERE subject = ? AND run_id = ? ORDER BY seq", (subject, run_id)
-            ).fetchall()
-        return [parse_event(body) for (body,) in rows]
-
-    def begin_run(
-        self,
-        run_id: str,
-        *,
-        workflow: str,
-        mode: str,
-        app: str | None = None,
-        started: datetime | None = None,
-    ) -> RunRecord:
-        """Record what ``run_id`` stands for: the workflow's name, the ``app`` spec that
-        runs it (``package.module:attribute``), the mode, and when it started
-        (``started``; default now -- pass the logical clock's epoch for a
-        reproducible log).
-
-        A run id is recorded once; beginning it again (a re-run with the same
-        ``--run-id``) keeps the first record, which is returned, so the caller can
-        refuse a run id that stands for another workflow or mode.
-        """
-        stamp = _iso(started or datetime.now(UTC))
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO runs (run_id, workflow, mode, app, started) VALUES (?, ?, ?, ?, ?)",
-                (run_id, workflow, mode, app, stamp),
-            )
-        record = self.run(run_id)
-        assert record is not None  # inserted above, or there already
-        return record
-
-    def run(self, run_id: str) -> RunRecord | None:
-        """What ``run_id`` stands for, if it was recorded (:meth:`begin_run`)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT run_id, workflow, mode, app, started FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return None if row is None else RunRecord(*row)
-
-    def run_mode(self, run_id: str) -> str | None:
-        """The mode run ``run_id`` used, if it was recorded."""
-        record = self.run(run_id)
-        return None if record is None else record.mode
-
-    def all_runs(self) -> list[RunRecord]:
-        """Every recorded run, in the order they were recorded."""
-        with self._lock:
-            rows = self._db.execute("SELECT run_id, workflow, mode, app, started FROM runs ORDER BY rowid").fetchall()
-        return [RunRecord(*row) for row in rows]
-
-    def latest(self) -> list[tuple[str, str, Event]]:
-        """Every subject's most recent event: ``(subject, run_id, event)``, by subject."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT subject, run_id, body FROM events WHERE seq IN "
-                "(SELECT MAX(seq) FROM events GROUP BY subject) ORDER BY subject"
-            ).fetchall()
-        return [(subject, run_id, parse_event(body)) for subject, run_id, body in rows]
-
-    def runs(self, subject: str) -> list[str]:
-        """The runs that have events for ``subject``, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT run_id, MIN(seq) AS first FROM events WHERE subject = ? GROUP BY run_id ORDER BY first",
-                (subject,),
-            ).fetchall()
-        return [r for r, _ in rows]
-
-    def subjects(self) -> list[str]:
-        """Every workflow id the log holds events of, sorted."""
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT subject FROM events ORDER BY subject").fetchall()
-        return [subject for (subject,) in rows]
-
-    def export(self) -> Iterator[str]:
-        """Every event in the log as JSON text, in a canonical order that does not
-        depend on how runs interleaved or which mode ran them: by workflow id, then
-        each workflow's events in :func:`canonical_order` (an event appended to
-        several runs appears once). With a logical clock and a seed, two logs of the
-        same inputs export the same bytes."""
-        for subject in self.subjects():
-            with self._lock:
-                rows = self._db.execute("SELECT body FROM events WHERE subject = ? ORDER BY seq", (subject,)).fetchall()
-            unique: dict[str, Event] = {}
-            for (body,) in rows:
-                event = parse_event(body)
-                unique.setdefault(event.id, event)
-            for _, event in canonical_order(list(unique.values())):
-                yield event.to_json()
+            if len(statements) == 1:
+                self._db.execute(self._sql(statements[0][0]), statements[0][1])
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self._db.execute(self._sql(sql), params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.core.postgres import redact_url
 
 __all__ = ["describe_state", "open_checkpointer"]
 
@@ -46,10 +47,7 @@ def describe_state(spec: str | None, *, state_dir: Path) -> str:
     if spec is None or spec == "sqlite":
         return str(state_dir / "checkpoints.db")
     if spec.startswith(("postgresql://", "postgres://")):
-        scheme, _, rest = spec.partition("://")
-        credentials, at, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}{at}{host}" if at else spec
+        return redact_url(spec)
     return spec
 
 

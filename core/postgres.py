@@ -1,0 +1,235 @@
+"""Shared state on PostgreSQL: the event log, and the versioned migrations of every
+table the project keeps there.
+
+With ``--state postgresql://...`` everything several processes (on several
+machines) must agree on lives in one database: the event log and the run registry
+(here, :class:`PostgresEventLog`), the participant store's inbox, outbox, attempt
+journal, deadlines and outcome claims
+(:class:`~agent_coordinator.bus.outbox.PostgresOutbox`), and the orchestration
+checkpoints (LangGraph's ``AsyncPostgresSaver``, which migrates its own tables).
+
+Migrations: each component lists its :class:`Migration` steps; :func:`migrate`
+applies the ones a database lacks, in version order, and records each in
+``coordinator_schema_versions``, all in one transaction under an advisory lock.
+The lock is what makes it "safe at start-up": several workers starting together
+would otherwise race on ``CREATE TABLE IF NOT EXISTS``, which PostgreSQL does not
+make atomic (the loser fails on ``pg_type``'s unique index). ``coordinator migrate``
+runs them explicitly, for a deployment that gives its workers no DDL rights.
+
+psycopg is imported when a PostgreSQL store is opened, never at import time: the
+embedded default (SQLite) needs none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.core.eventlog import SqlEventLog
+
+__all__ = [
+    "EVENT_LOG_MIGRATIONS",
+    "MIGRATION_LOCK",
+    "Migration",
+    "PostgresEventLog",
+    "migrate",
+    "redact_url",
+    "schema_versions",
+]
+
+#: The advisory lock every migration (and LangGraph's checkpoint setup) runs under.
+MIGRATION_LOCK = 0x61676E74_636F6F72 & 0x7FFFFFFFFFFFFFFF  # "agntcoor": a bigint, stable across versions
+
+VERSIONS_TABLE = "coordinator_schema_versions"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of one component's schema: applied once, in ``version`` order.
+
+    ``statements`` use ``{prefix}`` for the component's table prefix.
+    """
+
+    component: str
+    version: int
+    statements: tuple[str, ...]
+
+
+EVENT_LOG_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "event_log",
+        1,
+        (
+            # COLLATE "C": subjects sort by bytes, as in SQLite, so `status`, `trace` and
+            # the canonical export list them in the same order on either engine.
+            """CREATE TABLE IF NOT EXISTS {prefix}events (
+                seq BIGSERIAL PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                id TEXT NOT NULL,
+                subject TEXT COLLATE "C" NOT NULL,
+                type TEXT NOT NULL,
+                causation_id TEXT,
+                body TEXT NOT NULL,
+                UNIQUE (run_id, id)
+            )""",
+            """CREATE TABLE IF NOT EXISTS {prefix}runs (
+                seq BIGSERIAL,
+                run_id TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                started TEXT NOT NULL,
+                app TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS {prefix}events_subject ON {prefix}events (subject, seq)",
+            "CREATE INDEX IF NOT EXISTS {prefix}events_id ON {prefix}events (id, seq)",
+        ),
+    ),
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit to print: a password in it is dropped."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}{at}{host}" if at else url
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise CoordinatorError(
+            "PostgreSQL state needs extra packages (psycopg is missing): pip install 'agent-coordinator[postgres]'"
+        ) from exc
+    return psycopg
+
+
+def _connect(url: str) -> Any:
+    psycopg = _psycopg()
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise CoordinatorError(
+            f"cannot use PostgreSQL at {redact_url(url)}: {str(exc).strip()}; "
+            "check that the server runs and the database exists"
+        ) from exc
+
+
+def migrate(url: str, migrations: Sequence[Migration], *, prefix: str = "coordinator_") -> list[Migration]:
+    """Apply the ``migrations`` the database at ``url`` lacks; return those applied.
+
+    One transaction under :data:`MIGRATION_LOCK`: concurrent callers wait for each
+    other and the later ones find nothing to do. Raises :class:`CoordinatorError`
+    when the database cannot be reached (naming it without its password) or a step
+    fails (naming the component and version).
+    """
+    with _connect(url) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (component TEXT NOT NULL, prefix TEXT NOT NULL, "
+            "version INTEGER NOT NULL, applied TIMESTAMPTZ NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (component, prefix, version))"
+        )
+        done = {
+            (component, version)
+            for component, version in conn.execute(
+                f"SELECT component, version FROM {VERSIONS_TABLE} WHERE prefix = %s", (prefix,)
+            ).fetchall()
+        }
+        applied = []
+        for migration in sorted(migrations, key=lambda m: (m.component, m.version)):
+            if (migration.component, migration.version) in done:
+                continue
+            try:
+                for statement in migration.statements:
+                    conn.execute(statement.format(prefix=prefix))
+            except _psycopg().Error as exc:
+                raise CoordinatorError(
+                    f"migrating {migration.component} to version {migration.version} at {redact_url(url)} "
+                    f"failed: {str(exc).strip()}"
+                ) from exc
+            conn.execute(
+                f"INSERT INTO {VERSIONS_TABLE} (component, prefix, version) VALUES (%s, %s, %s)",
+                (migration.component, prefix, migration.version),
+            )
+            applied.append(migration)
+    return applied
+
+
+def schema_versions(url: str, *, prefix: str = "coordinator_") -> dict[str, int]:
+    """Each component's schema version at ``url`` (empty before any migration)."""
+    with _connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0]
+        if exists is None:
+            return {}
+        rows = conn.execute(
+            f"SELECT component, MAX(version) FROM {VERSIONS_TABLE} WHERE prefix = %s GROUP BY component", (prefix,)
+        ).fetchall()
+    return {component: version for component, version in rows}
+
+
+class PostgresEventLog(SqlEventLog):
+    """The event log and run registry in PostgreSQL, shared by processes on any
+    number of machines (tables ``<prefix>events`` and ``<prefix>runs``).
+
+    Same contract and answers as :class:`~agent_coordinator.core.eventlog.SqliteEventLog`
+    (the same SQL: :class:`~agent_coordinator.core.eventlog.SqlEventLog`). Calls are
+    synchronous, as the :class:`~agent_coordinator.core.eventlog.EventLog` protocol
+    is: an append is durable when it returns. Connections come from a small pool;
+    one broken by a server restart is replaced, and an idempotent call that met it
+    is tried once more on a fresh one. ``migrate_schema=False`` leaves the schema alone
+    (``coordinator migrate`` made it); then a missing table is an error naming the
+    command to run.
+    """
+
+    _runs_order = "seq"
+
+    def __init__(self, url: str, *, table_prefix: str = "coordinator_", migrate_schema: bool = True) -> None:
+        psycopg = _psycopg()
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.where = redact_url(url)
+        self.prefix = table_prefix
+        if migrate_schema:
+            migrate(url, EVENT_LOG_MIGRATIONS, prefix=table_prefix)
+        else:
+            _connect(url).close()  # a refused or misnamed database fails now, with the server's message
+        self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self._pool = ConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
+        self._pool.open(wait=True, timeout=10.0)
+
+    def _sql(self, sql: str) -> str:
+        return sql.format(events=f"{self.prefix}events", runs=f"{self.prefix}runs").replace("?", "%s")
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    rows: list[tuple[Any, ...]] = conn.execute(self._sql(sql), params).fetchall()
+                    return rows
+            except self._errors:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        # Every write here is idempotent (ON CONFLICT DO NOTHING), so a connection the
+        # server dropped under us is worth one more try on a fresh one.
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn, conn.transaction():
+                    for sql, params in statements:
+                        conn.execute(self._sql(sql), params)
+                return
+            except self._errors:
+                if attempt == 2:
+                    raise
+
+    def close(self) -> None:
+        self._pool.close()
