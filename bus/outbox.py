@@ -42,9 +42,11 @@ from typing import Any, Protocol
 from agent_coordinator.bus.base import EventBus
 from agent_coordinator.core.errors import BusError
 from agent_coordinator.core.events import Event, parse_event
+from agent_coordinator.core.postgres import Migration, migrate, redact_url
 from agent_coordinator.core.sqlite import connect_shared
 
 __all__ = [
+    "PARTICIPANT_STORE_MIGRATIONS",
     "Deadlines",
     "MemoryDeadlines",
     "OutboxRelay",
@@ -291,6 +293,27 @@ class SqliteOutbox:
             self._db.close()
 
 
+PARTICIPANT_STORE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "participant_store",
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS {prefix}inbox (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
+            "handled TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))",
+            "CREATE TABLE IF NOT EXISTS {prefix}outbox (id BIGSERIAL PRIMARY KEY, "
+            "event_id TEXT NOT NULL, body TEXT NOT NULL, claimed_by TEXT, "
+            "claimed_at DOUBLE PRECISION, published_at DOUBLE PRECISION)",
+            "CREATE TABLE IF NOT EXISTS {prefix}attempts (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
+            "at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))",
+            "CREATE TABLE IF NOT EXISTS {prefix}deadlines (subject TEXT PRIMARY KEY, due DOUBLE PRECISION NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {prefix}outcomes (trigger_id TEXT PRIMARY KEY, event_id TEXT NOT NULL)",
+        ),
+    ),
+)
+"""The participant store's tables in PostgreSQL, step by step (see
+:func:`agent_coordinator.core.postgres.migrate`)."""
+
+
 class PostgresOutbox:
     """Inbox and outbox tables in PostgreSQL (``table_prefix`` isolates users of one database)."""
 
@@ -307,32 +330,16 @@ class PostgresOutbox:
             raise BusError("a PostgreSQL outbox needs: pip install 'agent-coordinator[postgres]'") from exc
         self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
         try:
+            # Versioned, under the migration lock: workers of every participant start
+            # together and would otherwise race on CREATE TABLE IF NOT EXISTS.
+            await asyncio.to_thread(migrate, self.url, PARTICIPANT_STORE_MIGRATIONS, prefix=self.prefix)
             await self._pool.open(wait=True, timeout=10.0)
-            async with self._pool.connection() as conn:
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.prefix}inbox (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
-                    "handled TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))"
-                )
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.prefix}outbox (id BIGSERIAL PRIMARY KEY, "
-                    "event_id TEXT NOT NULL, body TEXT NOT NULL, claimed_by TEXT, "
-                    "claimed_at DOUBLE PRECISION, published_at DOUBLE PRECISION)"
-                )
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.prefix}attempts (grp TEXT NOT NULL, event_id TEXT NOT NULL, "
-                    "at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (grp, event_id))"
-                )
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.prefix}deadlines (subject TEXT PRIMARY KEY, "
-                    "due DOUBLE PRECISION NOT NULL)"
-                )
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.prefix}outcomes (trigger_id TEXT PRIMARY KEY, "
-                    "event_id TEXT NOT NULL)"
-                )
         except Exception as exc:
             await self._pool.close()
-            raise BusError(f"cannot open the PostgreSQL outbox: {exc}; check the URL and that the server runs") from exc
+            raise BusError(
+                f"cannot open the PostgreSQL outbox at {redact_url(self.url)}: {exc}; "
+                "check the URL and that the server runs"
+            ) from exc
         return self
 
     async def handled(self, group: str, event_id: str) -> bool:

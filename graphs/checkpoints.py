@@ -37,9 +37,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.core.postgres import redact_url
+from agent_coordinator.core.postgres import MIGRATION_LOCK, redact_url
 
-__all__ = ["describe_state", "open_checkpointer"]
+__all__ = ["checkpoint_version", "describe_state", "open_checkpointer"]
 
 
 def describe_state(spec: str | None, *, state_dir: Path) -> str:
@@ -137,8 +137,7 @@ async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpoint
     try:
         # One direct connection first: a refused or misnamed database fails at once
         # with the server's own message, where the pool would retry until its timeout.
-        probe = await AsyncConnection.connect(url, connect_timeout=10)
-        await probe.close()
+        probe = await AsyncConnection.connect(url, connect_timeout=10, autocommit=True)
     except OperationalError as exc:
         raise CoordinatorError(
             f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {str(exc).strip()}; "
@@ -154,14 +153,43 @@ async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpoint
     try:
         await pool.open(wait=True, timeout=10.0)
         saver = AsyncPostgresSaver(pool)
-        await saver.setup()
+        # LangGraph migrates its own tables; under the project's migration lock, as
+        # workers starting together would race on its CREATE TABLE IF NOT EXISTS.
+        await probe.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            await saver.setup()
+        finally:
+            await probe.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     except (OperationalError, TimeoutError) as exc:
         await pool.close()
         raise CoordinatorError(
             f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {exc}; "
             "check that the server runs and the database exists"
         ) from exc
+    finally:
+        await probe.close()
     try:
         yield saver
     finally:
         await pool.close()
+
+
+async def checkpoint_version(url: str) -> int | None:
+    """The version of LangGraph's checkpoint schema in the database ``url`` names
+    (its ``checkpoint_migrations``), or None when it has none yet."""
+    from psycopg import AsyncConnection, OperationalError
+
+    try:
+        async with await AsyncConnection.connect(url, connect_timeout=10, autocommit=True) as conn:
+            cursor = await conn.execute("SELECT to_regclass('checkpoint_migrations')")
+            row = await cursor.fetchone()
+            if row is None or row[0] is None:
+                return None
+            cursor = await conn.execute("SELECT MAX(v) FROM checkpoint_migrations")
+            latest = await cursor.fetchone()
+    except OperationalError as exc:
+        raise CoordinatorError(
+            f"cannot use PostgreSQL at {redact_url(url)}: {str(exc).strip()}; "
+            "check that the server runs and the database exists"
+        ) from exc
+    return None if latest is None or latest[0] is None else int(latest[0])

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
 from tests.services import POSTGRES_URL, require_service
 
 
-@pytest.fixture
-async def postgres_state() -> AsyncIterator[str]:
-    """A PostgreSQL state URL whose tables live in a schema of this test's own."""
+@asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A PostgreSQL state URL whose tables live in a schema of its own, dropped after."""
     require_service("postgresql")
     import psycopg
 
@@ -24,3 +25,10 @@ async def postgres_state() -> AsyncIterator[str]:
     finally:
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def postgres_state() -> AsyncIterator[str]:
+    """A PostgreSQL state URL whose tables live in a schema of this test's own."""
+    async with postgres_schema() as url:
+        yield url

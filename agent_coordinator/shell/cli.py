@@ -42,6 +42,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent_coordinator.core.errors import CoordinatorError
+from agent_coordinator.core.postgres import redact_url
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.shell.console import console, errors, fail
 from agent_coordinator.shell.inputs import DEFAULT_MAX_INPUT_BYTES, InputProblem, iter_inputs, read_inputs
@@ -78,10 +79,12 @@ from agent_coordinator.shell.options import (
     check_run_id,
     derive_run_id,
     hosted_participants,
+    is_shared_state,
     model_options,
     parse_parameters,
     refuse_inapplicable,
     state_dir,
+    state_spec,
 )
 from agent_coordinator.shell.render import StatusRow, render_trace, status_table, trace_header
 from agent_coordinator.shell.reporting import (
@@ -196,6 +199,7 @@ def run(
             "--supervisor": supervisor,
         },
     )
+    state = state_spec(state, mode=mode)
     if run_id is not None:
         run_id = check_run_id(run_id)
     elif seed is not None:
@@ -336,14 +340,14 @@ CHECK_CHUNK = 500
 
 
 def _log_hint(session: Session) -> str:
-    log_path = session.options.state_dir / "events.db"
-    return f"event log: {log_path} (run {session.coordinator.run_id})"
+    return f"event log: {session.event_log.where} (run {session.coordinator.run_id})"
 
 
 @app.command()
 def status(
     workflow: RunsAppOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON line per workflow")] = False,
+    state: StateOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
     """List every workflow the event log knows: its status, last event, workflow and run.
@@ -351,8 +355,8 @@ def status(
     Each run is read with the app it recorded; a run whose app cannot be loaded is
     listed with the app it needs.
     """
-    directory = state_dir(state_directory)
-    event_log = existing_event_log(directory)
+    event_log = existing_event_log(state_dir(state_directory), state=state_spec(state))
+    where = event_log.where
     resolver = AppResolver(workflow)
     try:
         rows = []
@@ -387,7 +391,7 @@ def status(
                 payload["problem"] = row.app.problem
             console.print(json.dumps(payload), markup=False, highlight=False, soft_wrap=True)
         return
-    console.print(status_table(rows, f"{len(rows)} workflows ({directory / 'events.db'})"))
+    console.print(status_table(rows, f"{len(rows)} workflows ({where})"))
     for row in rows:
         if row.app.problem:
             console.print(Text(row.workflow_id, style="magenta") + Text(f": {row.app.problem}"))
@@ -425,7 +429,9 @@ def resume(
     resumed.
     """
     directory = state_dir(state_directory)
-    event_log = existing_event_log(directory, nothing="nothing to resume")
+    state = state_spec(state)
+    event_log = existing_event_log(directory, state=state, nothing="nothing to resume")
+    where = event_log.where
     resolver = AppResolver(workflow)
     groups: dict[tuple[str, str], list[str]] = {}
     left_alone: list[str] = []
@@ -452,7 +458,7 @@ def resume(
         event_log.close()
     unknown = [w for w in workflow_ids or () if w not in known]
     for workflow_id in unknown:
-        errors.print(Text(f"cannot resume {workflow_id!r}:", style="red") + Text(f" no run of it in {directory}"))
+        errors.print(Text(f"cannot resume {workflow_id!r}:", style="red") + Text(f" no run of it in {where}"))
     for message in left_alone:
         errors.print(Text(message, style="red"))
     trouble = [EXIT_TROUBLE] if unknown or left_alone else []
@@ -464,7 +470,7 @@ def resume(
     for option, value, wanted in (("--bus", bus, "choreography"), ("--deadline", deadline, "choreography")):
         if value is not None and wanted not in modes:
             raise fail(f"{option} {value} applies to choreography runs only, and the runs to resume are orchestrated")
-    if state is not None and "orchestration" not in modes:
+    if state is not None and not is_shared_state(state) and "orchestration" not in modes:
         raise fail(f"--state {state} applies to orchestration runs only, and the runs to resume are choreographed")
     common = dict(
         services=services,
@@ -481,7 +487,7 @@ def resume(
                 SessionOptions(
                     mode=mode,
                     workflow=spec,
-                    state=state if mode == "orchestration" else None,
+                    state=state if mode == "orchestration" or is_shared_state(state) else None,
                     bus=(bus or "memory://") if mode == "choreography" else "memory://",
                     deadline=deadline if mode == "choreography" else None,
                     **common,
@@ -523,7 +529,8 @@ def _decide(
     overrides: dict[str, Any],
     json_output: bool,
 ) -> None:
-    event_log = existing_event_log(directory, nothing="nothing has run here")
+    event_log = existing_event_log(directory, state=state_spec(overrides["state"]), nothing="nothing has run here")
+    where = event_log.where
     try:
         runs = event_log.runs(workflow_id)
         run_record = event_log.run(runs[-1]) if runs else None
@@ -531,7 +538,7 @@ def _decide(
     finally:
         event_log.close()
     if run_record is None:
-        raise fail(f"no run of {workflow_id!r} in {directory / 'events.db'}; see `coordinator status`", 1)
+        raise fail(f"no run of {workflow_id!r} in {where}; see `coordinator status`", 1)
     resolved = AppResolver(explicit_app).resolve(run_record, logged[-1] if logged else None)
     if resolved.app is None or resolved.spec is None:
         raise fail(f"cannot decide on {workflow_id!r}: {resolved.problem}; left alone")
@@ -539,6 +546,7 @@ def _decide(
     bus, state = overrides.pop("bus"), overrides.pop("state")
     why = f"{workflow_id} is {a_or_an(mode)} run"
     refuse_inapplicable(mode, {"--bus": bus, "--state": state}, why=why)
+    state = state_spec(state, mode=mode)
     options = SessionOptions(
         mode=mode,
         workflow=resolved.spec,
@@ -629,6 +637,7 @@ def worker(
     record: RecordOption = None,
     replay: ReplayOption = None,
     on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
+    state: StateOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
     """Run one choreography participant as its own process, until SIGTERM or Ctrl-C.
@@ -639,6 +648,7 @@ def worker(
     """
     if bus.startswith("memory:"):
         raise fail(f"--bus {bus}: a worker needs a broker other processes share; pass --bus amqp://... or nats://...")
+    refuse_inapplicable("choreography", {"--state": state}, why="a worker is a choreography participant")
     options = SessionOptions(
         mode="choreography",
         workflow=workflow,
@@ -650,6 +660,7 @@ def worker(
         concurrency=concurrency,
         state_dir=state_dir(state_directory),
         participants=(participant,),
+        state=state_spec(state, mode="choreography"),
         outbox=outbox,
         deadline=deadline,
         **model_options(model, record, replay, on_model_unavailable),
@@ -803,11 +814,65 @@ def sandbox(
 
 
 @app.command()
+def migrate(state: StateOption = None) -> None:
+    """Create or bring up to date the shared state's tables in PostgreSQL: the event
+    log and runs, the participant store, and LangGraph's checkpoints.
+
+    Every process also does this when it starts (under one lock, so workers starting
+    together do not race); run it once yourself when the workers' database user may
+    not create tables. SQLite files are made and migrated when opened.
+    """
+    from agent_coordinator.bus.outbox import PARTICIPANT_STORE_MIGRATIONS
+    from agent_coordinator.core.postgres import EVENT_LOG_MIGRATIONS, schema_versions
+    from agent_coordinator.core.postgres import migrate as apply_migrations
+    from agent_coordinator.graphs.checkpoints import checkpoint_version, open_checkpointer
+
+    url = state_spec(state)
+    if url is None or not is_shared_state(url):
+        raise fail(
+            "migrate needs shared state: pass --state postgresql://... (or set $COORDINATOR_STATE); "
+            "SQLite files are made and migrated when they are opened"
+        )
+
+    async def act() -> tuple[int | None, int | None]:
+        before = await checkpoint_version(url)
+        async with open_checkpointer(url, state_dir=Path()):
+            pass  # opening it runs LangGraph's own migrations (under the migration lock)
+        return before, await checkpoint_version(url)
+
+    try:
+        was = schema_versions(url)
+        applied = apply_migrations(url, (*EVENT_LOG_MIGRATIONS, *PARTICIPANT_STORE_MIGRATIONS))
+        now = schema_versions(url)
+        checkpoints_before, checkpoints_now = asyncio.run(act())
+    except CoordinatorError as exc:
+        raise fail(str(exc)) from None
+    for component in sorted(now):
+        moved = any(m.component == component for m in applied)
+        change = f"migrated from {was.get(component, 'nothing')}" if moved else "up to date"
+        console.print(f"{component}: version {now[component]} ({change})", markup=False, highlight=False)
+    change = "up to date"
+    if checkpoints_before != checkpoints_now:
+        change = f"migrated from {checkpoints_before or 'nothing'}"
+    console.print(f"checkpoints: LangGraph version {checkpoints_now} ({change})", markup=False, highlight=False)
+    console.print(f"state: {redact_url(url)}", markup=False, highlight=False)
+
+
+@app.command()
 def reset(
     yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    state: StateOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
     """Delete the state directory: event log, checkpoints, in-process services' state."""
+    shared = state_spec(state)
+    if is_shared_state(shared):
+        assert shared is not None
+        raise fail(
+            f"the state is in the database {redact_url(shared)}, which reset does not touch: drop its "
+            "coordinator_* and checkpoint* tables with your database's tools if you mean it "
+            "(coordinator migrate makes them again); unset $COORDINATOR_STATE to reset a state directory"
+        )
     directory = state_dir(state_directory)
     if not directory.exists():
         console.print(f"nothing to reset at {directory}", markup=False, highlight=False)
@@ -828,15 +893,16 @@ def trace(
     run_id: Annotated[str | None, typer.Option("--run", help="a specific run (default: the latest)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the events as JSON lines")] = False,
     workflow: RunsAppOption = None,
-    state: Annotated[Path | None, typer.Option("--state-dir", help="directory holding the event log")] = None,
+    state: StateOption = None,
+    state_directory: StateDirOption = None,
 ) -> None:
     """Show one workflow run's causal chain of events, from the event log.
 
     A header names its workflow, app, mode and status; then each event is shown
     under its cause, its data apart from what it cost (model and tool calls).
     """
-    directory = state_dir(state)
-    event_log = existing_event_log(directory)
+    event_log = existing_event_log(state_dir(state_directory), state=state_spec(state))
+    where = event_log.where
     try:
         events = event_log.events(workflow_id, run_id=run_id)
         runs = event_log.runs(workflow_id)
@@ -845,7 +911,7 @@ def trace(
     finally:
         event_log.close()
     if not events:
-        where = f"{directory / 'events.db'}" + (f" (run {run_id})" if run_id else "")
+        where += f" (run {run_id})" if run_id else ""
         raise fail(f"no events for {workflow_id!r} in {where}; see `coordinator status`", 1)
     if json_output:
         for event in events:
@@ -859,6 +925,7 @@ def trace(
 @events_app.command("export")
 def export_events(
     output: Annotated[Path | None, typer.Option(help="write the JSON lines to this file (default: print them)")] = None,
+    state: StateOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
     """Print every event of the event log as JSON lines, in a canonical order.
@@ -868,8 +935,7 @@ def export_events(
     It does not depend on how runs interleaved, nor on the mode: with --seed and
     --logical-clock, the same inputs export the same bytes.
     """
-    directory = state_dir(state_directory)
-    event_log = existing_event_log(directory)
+    event_log = existing_event_log(state_dir(state_directory), state=state_spec(state))
     try:
         if output is None:
             for line in event_log.export():

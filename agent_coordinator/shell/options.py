@@ -34,6 +34,29 @@ def state_dir(explicit: Path | None) -> Path:
     return explicit or Path(os.environ.get("COORDINATOR_STATE_DIR", ".coordinator"))
 
 
+STATE_ENV = "COORDINATOR_STATE"
+
+
+def state_spec(explicit: str | None, *, mode: str | None = None) -> str | None:
+    """``--state``, else ``$COORDINATOR_STATE`` -- the environment's only when it means
+    something for ``mode``: a PostgreSQL URL (shared state) in either mode, anything
+    else for orchestration only (a deployment sets the variable once for all its
+    processes; a choreography worker must not refuse to start over an orchestration
+    setting)."""
+    if explicit:
+        return explicit
+    from_env = os.environ.get(STATE_ENV) or None
+    if from_env is None or mode is None or mode == "orchestration" or is_shared_state(from_env):
+        return from_env
+    return None
+
+
+def is_shared_state(spec: str | None) -> bool:
+    """Whether ``spec`` puts all the state several processes share in one database
+    (a PostgreSQL URL) rather than in the state directory."""
+    return spec is not None and spec.startswith(("postgresql://", "postgres://"))
+
+
 def _choice(what: str, choices: Sequence[str], help: str) -> Any:
     """A typer option taking one of ``choices`` (a plain str, so the error is ours)."""
 
@@ -85,8 +108,10 @@ StateOption = Annotated[
     str | None,
     typer.Option(
         "--state",
-        help="orchestration checkpoints: sqlite (default, in the state directory), sqlite://PATH "
-        "(sqlite:///abs.db, sqlite://rel.db), postgresql://..., memory",
+        help="where state lives. postgresql://...: everything processes share (event log, runs, "
+        "approvals, outbox/inbox, deadlines, checkpoints), in either mode, no local state file. "
+        "Orchestration checkpoints only: sqlite (default, in the state directory), sqlite://PATH "
+        "(sqlite:///abs.db, sqlite://rel.db), memory. Default: $COORDINATOR_STATE",
     ),
 ]
 
@@ -245,6 +270,8 @@ def refuse_inapplicable(mode: str, given: dict[str, object], why: str = "") -> N
     }
     for option, value in given.items():
         wanted = applies_to[option]
+        if option == "--state" and is_shared_state(str(value)):
+            continue  # shared state serves both modes
         if value is not None and wanted != mode:
             raise fail(
                 f"{option} {value} applies to {wanted} only, and {why or f'--mode is {mode}'}; "

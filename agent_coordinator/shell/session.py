@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from agent_coordinator.core.app import AppEnvironment, AppOptions, InvalidParameter, WorkflowApp, load_app
 from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.core.eventlog import RunRecord, SqliteEventLog
+from agent_coordinator.core.eventlog import RunRecord, SqlEventLog, SqliteEventLog
 from agent_coordinator.core.events import Clock, Event, EventFactory, LogicalClock, SystemClock
 from agent_coordinator.core.results import WorkflowStatus
 from agent_coordinator.core.saga import Saga
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from agent_coordinator.shell.console import fail, warn
 from agent_coordinator.shell.inputs import DEFAULT_MAX_INPUT_BYTES
-from agent_coordinator.shell.options import DEFAULT_APP, a_or_an
+from agent_coordinator.shell.options import DEFAULT_APP, a_or_an, is_shared_state
 from agent_coordinator.shell.reporting import (
     EXIT_UNUSABLE,
 )
@@ -69,7 +69,7 @@ class Session:
     workflow_app: WorkflowApp
     env: AppEnvironment
     coordinator: Coordinator
-    event_log: SqliteEventLog
+    event_log: SqlEventLog
     options: SessionOptions
     deadline: float | None = None
 
@@ -128,9 +128,26 @@ def open_event_log(path: Path) -> SqliteEventLog:
         ) from None
 
 
-def existing_event_log(directory: Path, *, nothing: str = "run `coordinator run FILE` first") -> SqliteEventLog:
-    """The event log of the state directory ``directory``, which must exist (exit 1
-    when there is none: nothing has run here; exit 2 when it cannot be read)."""
+def open_shared_event_log(url: str) -> SqlEventLog:
+    """The event log in the database ``url`` names (its tables made or migrated when
+    missing); one message (exit 2) when it cannot be used."""
+    from agent_coordinator.core.postgres import PostgresEventLog
+
+    try:
+        return PostgresEventLog(url)
+    except CoordinatorError as exc:
+        raise fail(f"cannot open the event log: {exc}") from None
+
+
+def existing_event_log(
+    directory: Path, *, state: str | None = None, nothing: str = "run `coordinator run FILE` first"
+) -> SqlEventLog:
+    """The event log of ``state`` when it is shared (a PostgreSQL URL), else of the
+    state directory ``directory``, which must exist (exit 1 when there is none:
+    nothing has run here; exit 2 when it cannot be read)."""
+    if is_shared_state(state):
+        assert state is not None
+        return open_shared_event_log(state)
     if directory.exists() and not directory.is_dir():
         raise fail(f"the state directory {directory} is a file, not a directory; pass --state-dir DIRECTORY")
     log_path = directory / "events.db"
@@ -243,7 +260,10 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
         parameters = workflow_app.resolve_parameters(options.parameters)
     except InvalidParameter as exc:
         raise fail(str(exc)) from None
-    directory = prepare_state_dir(options.state_dir)
+    shared = is_shared_state(options.state)
+    # Shared state needs no directory, unless the app's in-process services keep
+    # theirs there (no --services): a worker of a deployment writes no local file.
+    directory = options.state_dir if shared and options.services else prepare_state_dir(options.state_dir)
     app_options = AppOptions(
         seed=options.seed,
         transient_rate=options.transient_rate,
@@ -265,7 +285,11 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
     if options.mode == "choreography" and deadline is None and hosts_owner:
         deadline = default_deadline(workflow, settings)
     run_id = options.run_id or f"run-{uuid.uuid4().hex[:12]}"
-    event_log = open_event_log(directory / "events.db")
+    event_log = (
+        open_shared_event_log(options.state)
+        if shared and options.state is not None
+        else open_event_log(directory / "events.db")
+    )
     try:
         started = clock.epoch if isinstance(clock, LogicalClock) else None
         record = event_log.begin_run(
@@ -278,7 +302,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
         ):
             raise fail(
                 f"run id {run_id} already stands for {a_or_an(record.mode)} run of {record.app or record.workflow} "
-                f"in {event_log.path}; pass another --run-id (or none)"
+                f"in {event_log.where}; pass another --run-id (or none)"
             )
         async with AsyncExitStack() as stack:
             try:
@@ -287,9 +311,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
                     stack, options, workflow_app, env, settings, clock, event_log, run_id=run_id, deadline=deadline
                 )
             except (OSError, sqlite3.Error) as exc:
-                raise fail(
-                    f"cannot start the runs: {type(exc).__name__}: {exc} (state directory {directory})"
-                ) from None
+                raise fail(f"cannot start the runs: {type(exc).__name__}: {exc} (state: {event_log.where})") from None
             yield Session(
                 workflow_app, env, coordinator, event_log, options, deadline if options.mode == "choreography" else None
             )
@@ -306,7 +328,7 @@ async def _open_coordinator(
     env: AppEnvironment,
     settings: RunSettings,
     clock: Clock,
-    event_log: SqliteEventLog,
+    event_log: SqlEventLog,
     *,
     run_id: str,
     deadline: float | None,
@@ -329,7 +351,8 @@ async def _open_coordinator(
         supervisor=supervisor_model,
         bus=options.bus,
         namespace=bus_namespace(workflow_app.workflow.name, options.bus_prefix),
-        outbox=options.outbox,
+        # Shared state holds the participant store too, unless --outbox says otherwise.
+        outbox=options.outbox or (options.state if is_shared_state(options.state) else None),
         participants=options.participants,
         deadline=deadline,
         concurrency=options.concurrency,

@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from agent_coordinator.core.results import WorkflowStatus
 from agent_coordinator.examples.orders.app import check_order_effects
 from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
 from agent_coordinator.examples.orders.sandbox.scenario import default_catalogue
+from tests.conftest import postgres_schema
 from tests.e2e.test_orders_e2e import EXPECTED, example_orders
 from tests.e2e.test_sandbox_server import Served, served
 from tests.services import NATS_URL, RABBITMQ_URL, require_service
@@ -154,6 +155,58 @@ def _env() -> dict[str, str]:
 
 
 @dataclass
+class Where:
+    """Where a cluster's processes keep their state: in ``state_dir``, SQLite files
+    they all share (one machine); or, with ``url``, in PostgreSQL -- then every
+    process runs in an empty directory of its own under ``state_dir``, as on machines
+    of its own, and takes the keys (configuration, not state) from ``keys``."""
+
+    state_dir: Path
+    url: str | None = None
+    keys: Path | None = None
+    _conn: Any = field(default=None, repr=False)
+
+    def args(self) -> list[str]:
+        return ["--state-dir", str(self.state_dir)] if self.url is None else ["--state", self.url]
+
+    def place(self, name: str) -> tuple[Path, dict[str, str]]:
+        """The working directory and environment of the process ``name``."""
+        if self.url is None:
+            return ROOT, _env()
+        home = self.homes / name
+        home.mkdir(parents=True, exist_ok=True)
+        assert self.keys is not None
+        return home, {**_env(), "COORDINATOR_EVENT_KEYS": str(self.keys)}
+
+    @property
+    def homes(self) -> Path:
+        return self.state_dir / "homes"
+
+    def files_written(self) -> list[str]:
+        """Whatever the processes left in their own directories, files or directories
+        (must be nothing)."""
+        return sorted(str(p.relative_to(self.homes)) for p in self.homes.rglob("*") if p.parent != self.homes)
+
+    def events(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of the event log's ``events`` table (``?`` placeholders)."""
+        if self.url is None:
+            return query(self.state_dir / "events.db", sql, *args)
+        import psycopg
+
+        if self._conn is None:  # one connection for the test's polling, not one per look
+            self._conn = psycopg.connect(self.url, autocommit=True)
+        try:
+            sql = sql.replace(" FROM events", " FROM coordinator_events").replace("?", "%s")
+            return list(self._conn.execute(sql, args).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return []
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+@dataclass
 class Worker:
     """One incarnation of ``coordinator worker AGENT``; its output in a file of its own."""
 
@@ -174,7 +227,7 @@ class Cluster:
 
     bus: str
     services: str
-    state_dir: Path
+    where: Where
     logs: Path
     concurrency: int = 8
     workers: dict[str, Worker] = field(default_factory=dict)  # slot -> current incarnation
@@ -184,6 +237,7 @@ class Cluster:
         agent = slot.split("#")[0]
         self.started += 1
         output = self.logs / f"{slot.replace('#', '-')}.{self.started}.log"
+        cwd, env = self.where.place(slot.replace("#", "-"))
         with output.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -195,14 +249,13 @@ class Cluster:
                 self.bus,
                 "--services",
                 self.services,
-                "--state-dir",
-                str(self.state_dir),
+                *self.where.args(),
                 "--concurrency",
                 str(self.concurrency),
                 stdout=out,
                 stderr=out,
-                cwd=ROOT,
-                env=_env(),
+                cwd=cwd,
+                env=env,
             )
         worker = self.workers[slot] = Worker(agent, proc, output)
         return worker
@@ -249,8 +302,9 @@ async def wait_until(condition: Callable[[], bool], what: str, workers: list[Wor
 
 
 async def start_run(
-    orders: Path, broker_url: str, services: str, state_dir: Path, log: Path, *extra: str
+    orders: Path, broker_url: str, services: str, where: Where, log: Path, *extra: str
 ) -> asyncio.subprocess.Process:
+    cwd, env = where.place("run")
     with log.open("ab") as output:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -266,14 +320,13 @@ async def start_run(
             services,
             "--workers",
             "external",
-            "--state-dir",
-            str(state_dir),
+            *where.args(),
             "--json",
             *extra,
             stdout=output,
             stderr=output,
-            cwd=ROOT,
-            env=_env(),
+            cwd=cwd,
+            env=env,
         )
 
 
@@ -302,13 +355,13 @@ def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             raise
 
 
-def count_events(events: Path) -> int:
-    rows = query(events, "SELECT COUNT(*) FROM events")
+def count_events(where: Where) -> int:
+    rows = where.events("SELECT COUNT(*) FROM events")
     return int(rows[0][0]) if rows else 0
 
 
-def terminal_rows(events: Path) -> dict[str, list[tuple[str, str]]]:
-    rows = query(events, "SELECT subject, id, type FROM events WHERE type IN (?, ?)", *TERMINAL)
+def terminal_rows(where: Where) -> dict[str, list[tuple[str, str]]]:
+    rows = where.events("SELECT subject, id, type FROM events WHERE type IN (?, ?)", *TERMINAL)
     terminal: dict[str, list[tuple[str, str]]] = {}
     for subject, event_id, event_type in rows:
         terminal.setdefault(subject, []).append((event_id, event_type))
@@ -409,7 +462,7 @@ def killable(cluster: Cluster) -> list[str]:
     return covered or ready
 
 
-async def grown_to(run: asyncio.subprocess.Process, events: Path, target: int) -> bool:
+async def grown_to(run: asyncio.subprocess.Process, events: Where, target: int) -> bool:
     """Wait until the event log holds ``target`` events; False when the run ended first."""
     deadline = time.monotonic() + WAIT_LIMIT_S
     while run.returncode is None and count_events(events) < target:
@@ -443,14 +496,31 @@ RUN_LIMIT_S = 90.0
 # -- 1. the crash test ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("state", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("broker_name", BROKERS)
-async def test_workers_sigkilled_again_and_again_lose_and_repeat_nothing(broker_name: str, tmp_path: Path) -> None:
+async def test_workers_sigkilled_again_and_again_lose_and_repeat_nothing(
+    broker_name: str, state: str, tmp_path: Path
+) -> None:
     """Three agents x two workers, 200 orders; a random worker is SIGKILLed and restarted
-    each time the event log reaches the next of 20 seeded sizes."""
+    each time the event log reaches the next of 20 seeded sizes. State: SQLite files
+    every process shares, or PostgreSQL with every process in an empty directory of
+    its own (as on machines of their own), which it must leave empty."""
+    async with AsyncExitStack() as stack:
+        where = Where(tmp_path / "state")
+        if state == "postgresql":
+            url = await stack.enter_async_context(postgres_schema())
+            where = Where(tmp_path / "state", url=url, keys=tmp_path / "keys")
+        stack.callback(where.close)
+        await _crash_workers(broker_name, where, tmp_path)
+        if where.url is not None:
+            assert where.files_written() == [], "a process wrote local state on shared (PostgreSQL) state"
+
+
+async def _crash_workers(broker_name: str, where: Where, tmp_path: Path) -> None:
     scenario, orders, expected = write_world(tmp_path, ORDERS, prefix="k")
-    state_dir, logs = tmp_path / "state", tmp_path / "logs"
+    logs = tmp_path / "logs"
     logs.mkdir()
-    events, run_log, kill_log = state_dir / "events.db", tmp_path / "run.log", tmp_path / "kills.log"
+    events, run_log, kill_log = where, tmp_path / "run.log", tmp_path / "kills.log"
     rng = random.Random(f"broker-workers-{broker_name}-20261125")
     # The log ends with five events per order on average; the kills fall in its first 80%.
     points = sorted(rng.sample(range(ORDERS // 10, ORDERS * 4), KILLS))
@@ -458,14 +528,14 @@ async def test_workers_sigkilled_again_and_again_lose_and_repeat_nothing(broker_
     began = time.monotonic()
     kills = 0
     async with broker(broker_name) as bus_url, sandbox(tmp_path, scenario) as services:
-        cluster = Cluster(bus_url, services.url, state_dir, logs)
+        cluster = Cluster(bus_url, services.url, where, logs)
         run = None
         try:
             for slot in slots:
                 await cluster.start(slot)
             await cluster.wait_ready()
             run_started = time.monotonic()
-            run = await start_run(orders, bus_url, services.url, state_dir, run_log, "--concurrency", "32")
+            run = await start_run(orders, bus_url, services.url, where, run_log, "--concurrency", "32")
             for point in points:
                 if not await grown_to(run, events, point):
                     break
@@ -490,7 +560,8 @@ async def test_workers_sigkilled_again_and_again_lose_and_repeat_nothing(broker_
     lost = sorted(set(expected) - set(terminal))
     repeated = duplicate_effects(remote, expected)
     print(
-        f"\n{broker_name}: {kills} kills survived, {len(lost)} orders lost, {len(repeated)} orders with a duplicate"
+        f"\n{broker_name} ({'postgresql' if where.url else 'sqlite'} state): {kills} kills survived,"
+        f" {len(lost)} orders lost, {len(repeated)} orders with a duplicate"
         f" effect; {ORDERS} orders in {run_s:.1f}s (test {time.monotonic() - began:.1f}s,"
         f" {cluster.started} worker starts)"
     )
@@ -516,7 +587,7 @@ async def test_with_the_payment_agent_down_the_deadline_cancels_and_it_charges_n
     logs.mkdir()
     events, outbox, run_log = state_dir / "events.db", state_dir / "outbox.db", tmp_path / "run.log"
     async with broker(broker_name) as bus_url, sandbox(tmp_path, scenario) as services:
-        cluster = Cluster(bus_url, services.url, state_dir, logs)
+        cluster = Cluster(bus_url, services.url, Where(state_dir), logs)
         run = None
         try:
             for slot in ("inventory#1", "payment#1", "shipping#1"):
@@ -525,7 +596,7 @@ async def test_with_the_payment_agent_down_the_deadline_cancels_and_it_charges_n
             # The payment agent's queue exists now (it subscribed once); then it goes down.
             code, output = await cluster.stop("payment#1")
             assert code == 0 and output.rstrip().endswith("stopped"), output
-            run = await start_run(orders, bus_url, services.url, state_dir, run_log, "--deadline", "2")
+            run = await start_run(orders, bus_url, services.url, Where(state_dir), run_log, "--deadline", "2")
             await finished(run, run_log)
             rows = outcomes(run_log)
             assert {k: r["status"] for k, r in rows.items()} == dict.fromkeys(expected, "compensated")
@@ -575,13 +646,13 @@ async def test_a_worker_sigtermed_mid_handler_finishes_it_and_the_trace_spans_th
     logs.mkdir()
     events, run_log = state_dir / "events.db", tmp_path / "run.log"
     async with broker(broker_name) as bus_url, sandbox(tmp_path, scenario) as services:
-        cluster = Cluster(bus_url, services.url, state_dir, logs)
+        cluster = Cluster(bus_url, services.url, Where(state_dir), logs)
         run = None
         try:
             for slot in ("inventory#1", "payment#1", "shipping#1"):
                 await cluster.start(slot)
             await cluster.wait_ready()
-            run = await start_run(orders, bus_url, services.url, state_dir, run_log)
+            run = await start_run(orders, bus_url, services.url, Where(state_dir), run_log)
             sandbox_db = Path(services.store)
             await wait_until(
                 lambda: bool(charges_under_way(sandbox_db)), "charge under way", [cluster.workers["payment#1"]]
@@ -606,7 +677,7 @@ async def test_a_worker_sigtermed_mid_handler_finishes_it_and_the_trace_spans_th
     assert {k: r["status"] for k, r in outcomes(run_log).items()} == {k: v.value for k, v in expected.items()}
     assert duplicate_effects(remote, expected) == {}
     assert_effects_match(remote, expected)
-    for order_id, ends in terminal_rows(events).items():
+    for order_id, ends in terminal_rows(Where(state_dir)).items():
         assert len(ends) == 1, f"{order_id} ended more than once: {ends}"
 
     # Tracing: the unshippable order -- every agent acts, payment and inventory twice
