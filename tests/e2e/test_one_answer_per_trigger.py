@@ -31,7 +31,7 @@ from agent_coordinator.core.workflow import Step
 from agent_coordinator.examples.orders.app import ORDER_FULFILMENT, check_order_effects, order_agents
 from agent_coordinator.examples.orders.sandbox import Sandbox
 from tests.e2e.test_orders_e2e import example_orders
-from tests.e2e.test_outbox_and_deadlines import FAST
+from tests.e2e.test_outbox_and_deadlines import FAST, PAYMENT_FAILED_CHAIN
 from tests.services import POSTGRES_URL, require_service
 
 WAIT = 10.0  # seconds any one gate may take to open before the test fails: a hang, not a race
@@ -130,26 +130,40 @@ def answers_to(log: SqliteEventLog, workflow_id: str, trigger_type: str) -> list
     return [e.type for e in events if e.causation_id == trigger.id]
 
 
+def two_processes(
+    handles: Handles, runner: StepRunner, agent_runner: StepRunner, *, bus: InMemoryBus, agent_store: Any = None
+) -> tuple[Choreographer, Choreographer]:
+    """The owner's process (with the other agents) and the payment agent's, each on
+    its own store and log handle. The owner's deadline is far away: the test fails
+    the step itself, at the moment it chooses (``expire``)."""
+    saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
+    owner = Choreographer(
+        runner,
+        saga,
+        bus=bus,
+        event_log=handles.owner_log,
+        store=handles.owner_store,
+        participants={"inventory", "shipping", "owner", "projection"},
+        deadline=3600,
+    )
+    payment = Choreographer(
+        agent_runner,
+        saga,
+        bus=bus,
+        event_log=handles.agent_log,
+        store=agent_store or handles.agent_store,
+        participants={"payment"},
+    )
+    return owner, payment
+
+
 async def test_the_owner_fails_the_step_first_and_the_late_agent_undoes_its_charge(handles: Handles) -> None:
     sandbox, bus = Sandbox(), InMemoryBus()
     order = ORDER_FULFILMENT.validate_input(example_orders()[0])
     async with sandbox.client() as client:
-        saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
         runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
         gated = GatedRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
-        # A deadline far away: the test fails the step itself, at the moment it chooses.
-        owner = Choreographer(
-            runner,
-            saga,
-            bus=bus,
-            event_log=handles.owner_log,
-            store=handles.owner_store,
-            participants={"inventory", "shipping", "owner", "projection"},
-            deadline=3600,
-        )
-        payment = Choreographer(
-            gated, saga, bus=bus, event_log=handles.agent_log, store=handles.agent_store, participants={"payment"}
-        )
+        owner, payment = two_processes(handles, runner, gated, bus=bus)
         await payment.start()
         run = asyncio.create_task(owner.run(order))
         await asyncio.wait_for(gated.at_gate.wait(), WAIT)  # the agent holds InventoryReserved
@@ -162,13 +176,7 @@ async def test_the_owner_fails_the_step_first_and_the_late_agent_undoes_its_char
         await owner.aclose()
     await bus.close()
     assert result.status is WorkflowStatus.COMPENSATED
-    assert [e.type for e in result.events] == [
-        "OrderPlaced",
-        "InventoryReserved",
-        "PaymentFailed",
-        "InventoryReleased",
-        "OrderCancelled",
-    ]
+    assert [e.type for e in result.events] == PAYMENT_FAILED_CHAIN
     assert answers_to(handles.agent_log, order.order_id, "InventoryReserved") == ["PaymentFailed"]
     (charge,) = sandbox.effects_for(order.order_id).charges  # the late agent did charge...
     assert charge.status == "refunded"  # ...and undid it itself: no compensated order holds money
@@ -180,25 +188,8 @@ async def test_the_agent_claims_first_and_dies_and_the_owner_waits_for_its_answe
     order = ORDER_FULFILMENT.validate_input(example_orders()[0])
     agent_store = ClaimThenDie(handles.agent_store)
     async with sandbox.client() as client:
-        saga = Saga(ORDER_FULFILMENT, factory=EventFactory())
         runner = StepRunner(ORDER_FULFILMENT, order_agents(client=client), settings=FAST)
-        owner = Choreographer(
-            runner,
-            saga,
-            bus=bus,
-            event_log=handles.owner_log,
-            store=handles.owner_store,
-            participants={"inventory", "shipping", "owner", "projection"},
-            deadline=3600,
-        )
-        payment = Choreographer(
-            runner,
-            saga,
-            bus=bus,
-            event_log=handles.agent_log,
-            store=agent_store,  # type: ignore[arg-type]
-            participants={"payment"},
-        )
+        owner, payment = two_processes(handles, runner, runner, bus=bus, agent_store=agent_store)
         await payment.start()
         run = asyncio.create_task(owner.run(order))
         await asyncio.wait_for(agent_store.claimed.wait(), WAIT)  # charged, claimed, nothing logged

@@ -22,6 +22,9 @@ from tests.services import POSTGRES_URL, require_service
 
 FAST = RunSettings(tool_retries=Backoff(initial_delay=0.001))
 
+#: An order whose payment step failed (the agent's failure, or its deadline's).
+PAYMENT_FAILED_CHAIN = ["OrderPlaced", "InventoryReserved", "PaymentFailed", "InventoryReleased", "OrderCancelled"]
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ParticipantStore]:
@@ -113,13 +116,7 @@ async def test_a_stalled_order_is_cancelled_at_its_deadline_and_compensates_itse
         owner = Choreographer(runner, saga, bus=bus, event_log=log, participants=everyone_but_payment, deadline=0.2)
         result = await owner.run(ORDER_FULFILMENT.validate_input(example_orders()[0]))
         assert result.status is WorkflowStatus.COMPENSATED
-        assert [e.type for e in result.events] == [
-            "OrderPlaced",
-            "InventoryReserved",
-            "PaymentFailed",
-            "InventoryReleased",
-            "OrderCancelled",
-        ]
+        assert [e.type for e in result.events] == PAYMENT_FAILED_CHAIN
         assert "agent 'payment' gave no answer within the run's deadline of 0.2s" in (result.reason or "")
         # The payment agent comes back and finds InventoryReserved in its queue: the
         # run already failed that step, so it must not charge.
