@@ -42,6 +42,7 @@ __all__ = [
     "SqliteEventLog",
     "canonical_order",
     "causal_order",
+    "last_events",
 ]
 
 
@@ -246,6 +247,21 @@ class SqlEventLog:
         """Every workflow id the log holds events of, sorted."""
         return [subject for (subject,) in self._rows("SELECT DISTINCT subject FROM {events} ORDER BY subject")]
 
+    def last_events(self, subjects: Sequence[str]) -> dict[str, Event]:
+        """The most recent event of each of ``subjects`` that has any, in one query per
+        500 (a follower of many runs polls this, not :meth:`events` per run)."""
+        found: dict[str, Event] = {}
+        for start in range(0, len(subjects), 500):
+            chunk = list(subjects[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._rows(
+                "SELECT subject, body FROM {events} WHERE seq IN "
+                f"(SELECT MAX(seq) FROM {{events}} WHERE subject IN ({marks}) GROUP BY subject)",
+                chunk,
+            )
+            found.update((subject, parse_event(body)) for subject, body in rows)
+        return found
+
     def export(self) -> Iterator[str]:
         """Every event in the log as JSON text, in a canonical order that does not
         depend on how runs interleaved or which mode ran them: by workflow id, then
@@ -333,6 +349,17 @@ class SqliteEventLog(SqlEventLog):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def last_events(log: EventLog, subjects: Sequence[str]) -> dict[str, Event]:
+    """The most recent event of each of ``subjects`` that ``log`` has: through the
+    log's own ``last_events`` when it has one (one query for many runs), else one
+    :meth:`EventLog.events` call per subject."""
+    batch = getattr(log, "last_events", None)
+    if batch is not None:
+        found: dict[str, Event] = batch(subjects)
+        return found
+    return {subject: events[-1] for subject in subjects if (events := log.events(subject))}
 
 
 def _iso(moment: datetime) -> str:

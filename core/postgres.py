@@ -22,7 +22,12 @@ embedded default (SQLite) needs none of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +39,14 @@ __all__ = [
     "MIGRATION_LOCK",
     "Migration",
     "PostgresEventLog",
+    "PostgresRunLocks",
+    "acquire_migration_lock",
     "migrate",
     "redact_url",
     "schema_versions",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The advisory lock every migration (and LangGraph's checkpoint setup) runs under.
 MIGRATION_LOCK = 0x61676E74_636F6F72 & 0x7FFFFFFFFFFFFFFF  # "agntcoor": a bigint, stable across versions
@@ -120,16 +129,49 @@ def _connect(url: str) -> Any:
         ) from exc
 
 
+#: How long a process waits for another's migrations before it gives up.
+MIGRATION_WAIT_S = 120.0
+
+
+def acquire_migration_lock(url: str, *, wait: float = MIGRATION_WAIT_S) -> Any:
+    """A new connection to ``url`` holding :data:`MIGRATION_LOCK` (a session lock:
+    closing the connection releases it). Raises :class:`CoordinatorError` after
+    ``wait`` seconds of another process holding it.
+
+    The lock is polled (``pg_try_advisory_lock``), never waited for in a statement:
+    LangGraph's checkpoint setup runs ``CREATE INDEX CONCURRENTLY``, which waits for
+    every transaction in the database to end -- a waiter blocked in
+    ``pg_advisory_lock`` included, while that waiter waits for the lock held by the
+    setup: a deadlock PostgreSQL does not detect (seen with three workers starting
+    together). A poller has no statement running between looks.
+    """
+    conn = _connect(url)
+    deadline = time.monotonic() + wait
+    pause = 0.02
+    try:
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK,)).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise CoordinatorError(
+                    f"another process has been migrating {redact_url(url)} for {wait:g}s; "
+                    "is a migration stuck? (pg_locks shows who holds the advisory lock)"
+                )
+            time.sleep(pause)  # another process migrates: look again, backing off
+            pause = min(pause * 2, 0.5)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def migrate(url: str, migrations: Sequence[Migration], *, prefix: str = "coordinator_") -> list[Migration]:
     """Apply the ``migrations`` the database at ``url`` lacks; return those applied.
 
-    One transaction under :data:`MIGRATION_LOCK`: concurrent callers wait for each
-    other and the later ones find nothing to do. Raises :class:`CoordinatorError`
-    when the database cannot be reached (naming it without its password) or a step
-    fails (naming the component and version).
+    One transaction under :data:`MIGRATION_LOCK` (:func:`acquire_migration_lock`):
+    concurrent callers wait for each other and the later ones find nothing to do.
+    Raises :class:`CoordinatorError` when the database cannot be reached (naming it
+    without its password) or a step fails (naming the component and version).
     """
-    with _connect(url) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    with acquire_migration_lock(url) as conn, conn.transaction():
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (component TEXT NOT NULL, prefix TEXT NOT NULL, "
             "version INTEGER NOT NULL, applied TIMESTAMPTZ NOT NULL DEFAULT now(), "
@@ -233,3 +275,121 @@ class PostgresEventLog(SqlEventLog):
 
     def close(self) -> None:
         self._pool.close()
+
+
+#: The first key of every run lock (PostgreSQL's two-key advisory locks): runs
+#: hash into the second, so they never meet the migration lock or anyone else's.
+RUN_LOCK_SPACE = 0x61676E74  # "agnt"
+
+
+class PostgresRunLocks:
+    """Run locks (:class:`~agent_coordinator.core.run.RunLock`) as PostgreSQL
+    session advisory locks, held on one connection of this process's own.
+
+    PostgreSQL releases a session's locks when the session ends, so a process that
+    dies -- SIGKILL, a lost machine -- frees its runs as soon as the server notices
+    (at once for a closed socket; after TCP keepalive for a silent network), and
+    another process may take them over: a lease kept by the database, not a
+    home-made timer. Two workflow ids whose hashes meet share a lock: they are then
+    only advanced one after the other.
+
+    ``hold`` waits up to ``wait`` seconds for a run another process holds (polling
+    ``pg_try_advisory_lock`` every ``poll`` seconds, so one connection serves every
+    run of the process), then raises :class:`CoordinatorError`. Every ``check``
+    seconds the connection is probed; if it is gone, the locks went with it: every
+    holder is cancelled and its ``hold`` raises :class:`CoordinatorError` (its run
+    is someone else's now), and the next ``hold`` opens a new connection.
+    """
+
+    def __init__(self, url: str, *, wait: float = 30.0, poll: float = 0.1, check: float = 2.0) -> None:
+        self.url = url
+        self.wait = wait
+        self.poll = poll
+        self.check = check
+        self._conn: Any = None
+        self._opening = asyncio.Lock()
+        self._using = asyncio.Lock()  # one statement at a time on the connection
+        self._holders: dict[str, asyncio.Task[Any]] = {}
+        self._lost: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def _connection(self) -> Any:
+        async with self._opening:
+            if self._conn is None or self._conn.closed:
+                psycopg = _psycopg()
+                try:
+                    self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=10)
+                except psycopg.OperationalError as exc:
+                    raise CoordinatorError(
+                        f"cannot take run locks at {redact_url(self.url)}: {str(exc).strip()}"
+                    ) from exc
+                if self._watchdog is None or self._watchdog.done():
+                    self._watchdog = asyncio.create_task(self._watch(), name="run lock watchdog")
+            return self._conn
+
+    async def _execute(self, sql: str, params: Sequence[object]) -> Any:
+        conn = await self._connection()
+        async with self._using:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+    @asynccontextmanager
+    async def hold(self, workflow_id: str) -> AsyncIterator[None]:
+        """Hold ``workflow_id``'s lock for the body (see the class docstring)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.wait
+        while True:
+            (got,) = await self._execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (RUN_LOCK_SPACE, workflow_id))
+            if got:
+                break
+            if loop.time() > give_up:
+                raise CoordinatorError(
+                    f"run {workflow_id} is being advanced by another process (its lock was held for {self.wait:g}s)"
+                )
+            await asyncio.sleep(self.poll)  # another process holds the run: look again
+        task = asyncio.current_task()
+        assert task is not None
+        self._holders[workflow_id] = task
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task in self._lost:
+                task.uncancel()
+                raise CoordinatorError(
+                    f"lost the lock of run {workflow_id} (the database session holding it ended): "
+                    "another process may carry it on"
+                ) from None
+            raise
+        finally:
+            self._holders.pop(workflow_id, None)
+            lost = task in self._lost
+            self._lost.discard(task)
+            if not lost:
+                with contextlib.suppress(Exception):  # a dead session released it already
+                    await self._execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (RUN_LOCK_SPACE, workflow_id))
+
+    async def _watch(self) -> None:
+        """Probe the lock session; when it is gone, stop every holder (their locks
+        are gone with it)."""
+        while True:
+            await asyncio.sleep(self.check)  # a lease check's period, not a wait for a condition
+            if not self._holders:
+                continue
+            try:
+                await self._execute("SELECT 1", ())
+            except Exception as exc:
+                log.error("the run lock session is gone (%s): stopping %d runs", exc, len(self._holders))
+                for task in self._holders.values():
+                    self._lost.add(task)
+                    task.cancel()
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._conn.close()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._conn is not None:
+            await self._conn.close()

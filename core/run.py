@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
+from agent_coordinator.core.eventlog import EventLog, MemoryEventLog, last_events
 from agent_coordinator.core.events import Clock, EventFactory
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.core.saga import Saga
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from agent_coordinator.core.runner import StepRunner
     from agent_coordinator.core.signing import Keyring
 
-__all__ = ["MODES", "Coordinator", "Engine", "Mode", "open_coordinator"]
+__all__ = ["MODES", "Coordinator", "Engine", "Mode", "RunLock", "RunQueue", "open_coordinator"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,32 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
+class RunLock(Protocol):
+    """Who may advance a run right now, between processes.
+
+    ``hold(workflow_id)`` is an async context manager: inside it, no other process
+    holding the same lock set advances ``workflow_id``. It may wait for another
+    holder, and raises :class:`~agent_coordinator.core.errors.CoordinatorError` when
+    it cannot get the lock in its time (the caller then tries again later). A holder
+    whose lock is lost (its database session died) is cancelled and its ``hold``
+    raises :class:`~agent_coordinator.core.errors.CoordinatorError`: the run is
+    someone else's now. (:class:`~agent_coordinator.core.postgres.PostgresRunLocks`.)
+    """
+
+    def hold(self, workflow_id: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class RunQueue(Protocol):
+    """Where runs go to be carried out by workers (a durable work queue).
+
+    ``submit(input, run_id=)`` queues ``input`` (validated) and returns its workflow
+    id once the queue has it durably; submitting an id again is harmless (the worker
+    answers an ended run from the record). (:class:`~agent_coordinator.bus.runqueue.BusRunQueue`.)
+    """
+
+    async def submit(self, input: BaseModel, *, run_id: str) -> str: ...
+
+
 class Coordinator:
     """A workflow bound to its agents and a coordination engine; mode-independent.
 
@@ -84,6 +110,8 @@ class Coordinator:
         event_log: EventLog,
         run_id: str,
         forget_ended: bool = False,
+        lock: RunLock | None = None,
+        queue: RunQueue | None = None,
     ) -> None:
         self.workflow = workflow
         self.engine = engine
@@ -93,6 +121,12 @@ class Coordinator:
         # A log the coordinator made itself is only a working record: an ended run's
         # events are in its result, so they are dropped to keep memory flat.
         self._forget_ended = forget_ended and isinstance(event_log, MemoryEventLog)
+        self.lock = lock
+        self.queue = queue
+
+    def _holding(self, workflow_id: str) -> AbstractAsyncContextManager[None]:
+        """The run lock for ``workflow_id`` (nothing to hold without one: one process)."""
+        return self.lock.hold(workflow_id) if self.lock is not None else _nothing()
 
     def _ended(self, result: WorkflowResult) -> WorkflowResult:
         if self._forget_ended and result.status.ended:
@@ -113,12 +147,15 @@ class Coordinator:
 
     async def _run(self, item: BaseModel) -> WorkflowResult:
         workflow_id = self.workflow.workflow_id(item)
-        answer = self.recorded(workflow_id)
-        if answer is not None:
-            return answer
-        if self.event_log.events(workflow_id):
-            return self._ended(await self.engine.resume(workflow_id))
-        return self._ended(await self.engine.run(item))
+        # The lock first, then the look at the log: another process may have ended
+        # the run while this one waited for it.
+        async with self._holding(workflow_id):
+            answer = self.recorded(workflow_id)
+            if answer is not None:
+                return answer
+            if self.event_log.events(workflow_id):
+                return self._ended(await self.engine.resume(workflow_id))
+            return self._ended(await self.engine.run(item))
 
     async def run(self, input: Any, *, context: dict[str, Any] | None = None) -> WorkflowResult:
         """Validate ``input`` (a mapping, JSON text or model) and run it to its end (or
@@ -129,18 +166,54 @@ class Coordinator:
         """Carry on the run of ``workflow_id`` that stopped short, until it ends (an
         ended one is answered from the log). Raises CoordinatorError when the log and
         the engine know nothing of it."""
-        answer = self.recorded(workflow_id)
-        if answer is not None:
-            return answer
-        return self._ended(await self.engine.resume(workflow_id))
+        async with self._holding(workflow_id):
+            answer = self.recorded(workflow_id)
+            if answer is not None:
+                return answer
+            return self._ended(await self.engine.resume(workflow_id))
 
     async def approve(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
         """Approve the step ``workflow_id`` is waiting on; the run carries on."""
-        return self._ended(await self.engine.decide(workflow_id, {"approved": True, "by": by, "note": note}))
+        return await self._decide(workflow_id, {"approved": True, "by": by, "note": note})
 
     async def reject(self, workflow_id: str, *, by: str, note: str = "") -> WorkflowResult:
         """Reject the step ``workflow_id`` is waiting on: it fails, the rest is undone."""
-        return self._ended(await self.engine.decide(workflow_id, {"approved": False, "by": by, "note": note}))
+        return await self._decide(workflow_id, {"approved": False, "by": by, "note": note})
+
+    async def _decide(self, workflow_id: str, decision: dict[str, Any]) -> WorkflowResult:
+        async with self._holding(workflow_id):
+            return self._ended(await self.engine.decide(workflow_id, decision))
+
+    # -- runs carried out by workers ----------------------------------------------------
+
+    async def submit(self, input: Any, *, context: dict[str, Any] | None = None) -> str:
+        """Validate ``input`` and queue it for the workers (see :class:`RunQueue`);
+        returns its workflow id. Follow it with :meth:`results`. Raises
+        :class:`CoordinatorError` when this coordinator has no queue."""
+        if self.queue is None:
+            raise CoordinatorError(
+                "this coordinator has no run queue to submit to: open it with queue= (the CLI: "
+                "coordinator run --submit with --bus and shared --state)"
+            )
+        return await self.queue.submit(self.workflow.validate_input(input, context=context), run_id=self.run_id)
+
+    async def results(self, workflow_ids: Iterable[str], *, poll: float = 0.25) -> AsyncIterator[WorkflowResult]:
+        """Yield each of ``workflow_ids``'s results as the event log shows its run ended,
+        paused for a person or stopped (its model was out: it waits for ``resume``) --
+        runs carried out anywhere (by workers, say), read from the shared log every
+        ``poll`` seconds, in the order they end. It waits as long as it takes: bound
+        it with ``asyncio.timeout``."""
+        pending = dict.fromkeys(workflow_ids)
+        while pending:
+            for workflow_id, last in last_events(self.event_log, list(pending)).items():
+                if self.saga.is_terminal(last.type) or self.saga.is_pause(last.type) or self.saga.is_stop(last.type):
+                    del pending[workflow_id]
+                    logged = self.event_log.events(workflow_id)
+                    took = (logged[-1].time - logged[0].time).total_seconds() * 1000 if logged else 0.0
+                    yield self.saga.result(workflow_id, logged, mode=self.mode, duration_ms=took)
+            if not pending:
+                return
+            await asyncio.sleep(poll)  # the shared log is polled: other processes write it
 
     def _stopped(self, workflow_id: str, exc: Exception) -> WorkflowResult:
         """A run the coordinator could not carry on: ``failed`` (not ended; resumable)
@@ -234,6 +307,11 @@ class Coordinator:
         return [r for r in results if r is not None]
 
 
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
 async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
     if isinstance(inputs, AsyncIterable):
         async for item in inputs:
@@ -277,6 +355,8 @@ async def open_coordinator(
     clock: Clock | None = None,
     run_id: str | None = None,
     keys: Keyring | None = None,
+    lock: RunLock | None = None,
+    queue: RunQueue | None = None,
 ) -> AsyncIterator[Coordinator]:
     """The :class:`Coordinator` of ``workflow`` run by ``agents`` in ``mode``, closed on exit.
 
@@ -287,7 +367,11 @@ async def open_coordinator(
       for reproducible logs); ``run_id`` -- this session's run id (default: random);
     * ``keys`` (a :class:`~agent_coordinator.core.signing.Keyring`) signs every event
       as its emitter, in either mode; signatures are deterministic, so both modes
-      still emit byte-identical events.
+      still emit byte-identical events;
+    * ``lock`` (a :class:`RunLock`) -- held while this process advances a run, so
+      that processes sharing the state never advance one run at once;
+    * ``queue`` (a :class:`RunQueue`) -- where :meth:`Coordinator.submit` sends runs
+      for workers.
 
     Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the
     workflow and agents don't fit.
@@ -303,4 +387,13 @@ async def open_coordinator(
     runner = StepRunner(workflow, agents, settings=settings)
     saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock, signer=keys))
     async with mode.open(runner, saga, event_log=event_log, run_id=run_id, keys=keys) as engine:
-        yield Coordinator(workflow, engine, saga=saga, event_log=event_log, run_id=run_id, forget_ended=own_log)
+        yield Coordinator(
+            workflow,
+            engine,
+            saga=saga,
+            event_log=event_log,
+            run_id=run_id,
+            forget_ended=own_log,
+            lock=lock,
+            queue=queue,
+        )

@@ -27,6 +27,7 @@ schema must exist); tests use that to isolate themselves.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,7 +38,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent_coordinator.core.errors import CoordinatorError
-from agent_coordinator.core.postgres import MIGRATION_LOCK, redact_url
+from agent_coordinator.core.postgres import acquire_migration_lock, redact_url
 
 __all__ = ["checkpoint_version", "describe_state", "open_checkpointer"]
 
@@ -137,7 +138,8 @@ async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpoint
     try:
         # One direct connection first: a refused or misnamed database fails at once
         # with the server's own message, where the pool would retry until its timeout.
-        probe = await AsyncConnection.connect(url, connect_timeout=10, autocommit=True)
+        probe = await AsyncConnection.connect(url, connect_timeout=10)
+        await probe.close()
     except OperationalError as exc:
         raise CoordinatorError(
             f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {str(exc).strip()}; "
@@ -155,19 +157,20 @@ async def _postgres(url: str, *, pool_size: int) -> AsyncIterator[BaseCheckpoint
         saver = AsyncPostgresSaver(pool)
         # LangGraph migrates its own tables; under the project's migration lock, as
         # workers starting together would race on its CREATE TABLE IF NOT EXISTS.
-        await probe.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        holder = await asyncio.to_thread(acquire_migration_lock, url)
         try:
             await saver.setup()
         finally:
-            await probe.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+            await asyncio.to_thread(holder.close)  # the session's end releases the lock
     except (OperationalError, TimeoutError) as exc:
         await pool.close()
         raise CoordinatorError(
             f"cannot use PostgreSQL at {describe_state(url, state_dir=Path())}: {exc}; "
             "check that the server runs and the database exists"
         ) from exc
-    finally:
-        await probe.close()
+    except BaseException:
+        await pool.close()
+        raise
     try:
         yield saver
     finally:

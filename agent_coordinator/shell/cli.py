@@ -30,7 +30,7 @@ import contextlib
 import importlib.util
 import json
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +77,7 @@ from agent_coordinator.shell.options import (
     WorkflowOption,
     a_or_an,
     check_run_id,
+    check_submit,
     derive_run_id,
     hosted_participants,
     is_shared_state,
@@ -181,6 +182,14 @@ def run(
     max_input_bytes: Annotated[
         int, typer.Option(min=1, help="refuse input lines larger than this (every event carries its run's input)")
     ] = DEFAULT_MAX_INPUT_BYTES,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit",
+            help="orchestration: queue the runs on --bus for `coordinator worker --mode orchestration` processes "
+            "(shared --state postgresql://...) and report each as it ends",
+        ),
+    ] = False,
 ) -> None:
     """Run every workflow input in FILE and report each outcome as it ends.
 
@@ -191,7 +200,7 @@ def run(
     refuse_inapplicable(
         mode,
         {
-            "--bus": bus,
+            "--bus": None if submit else bus,
             "--outbox": outbox,
             "--deadline": deadline,
             "--workers": workers,
@@ -200,6 +209,8 @@ def run(
         },
     )
     state = state_spec(state, mode=mode)
+    if submit:
+        check_submit(mode, bus, state)
     if run_id is not None:
         run_id = check_run_id(run_id)
     elif seed is not None:
@@ -224,6 +235,7 @@ def run(
         deadline=deadline,
         max_input_bytes=max_input_bytes,
         run_id=run_id,
+        submit=submit,
         **model_options(model, record, replay, on_model_unavailable),
     )
     statuses = tuple(WorkflowStatus(f.value) for f in fail_on or ())
@@ -258,10 +270,29 @@ async def _run(file: Path, options: SessionOptions, json_output: bool, fail_on: 
                     yield entry.item
 
         total = None if json_output else _count_lines(file)
-        results = session.coordinator.stream(valid_inputs(), concurrency=options.concurrency)
+        if options.submit:
+            results = _submitted(session, valid_inputs())
+        else:
+            results = session.coordinator.stream(valid_inputs(), concurrency=options.concurrency)
         await _follow(results, report, session, total=total, waiting=waiting)
         report.finish(log_hint=_log_hint(session))
     return report.exit_code()
+
+
+async def _submitted(session: Session, inputs: Iterable[BaseModel]) -> AsyncIterator[WorkflowResult]:
+    """Queue ``inputs`` for the workers -- answering at once those the log shows ended
+    -- then yield each result as the shared log shows its run ended or paused."""
+    coordinator = session.coordinator
+    queued = []
+    for item in inputs:
+        workflow_id = coordinator.workflow.workflow_id(item)
+        answer = coordinator.recorded(workflow_id)
+        if answer is not None:
+            yield answer
+        else:
+            queued.append(await coordinator.submit(item))
+    async for result in coordinator.results(queued):
+        yield result
 
 
 def _count_lines(file: Path) -> int | None:
@@ -619,8 +650,13 @@ app.command("reject", epilog=EXIT_CODES_HELP)(
 @app.command()
 def worker(
     participant: Annotated[
-        str, typer.Argument(help="an agent of the workflow (see `coordinator graph`), owner or projection")
-    ],
+        str | None,
+        typer.Argument(
+            help="choreography: an agent of the workflow (see `coordinator graph`), owner or projection; "
+            "orchestration: none"
+        ),
+    ] = None,
+    mode: ModeOption = "choreography",
     bus: Annotated[
         str,
         typer.Option("--bus", help="the broker the participants share: amqp://... or nats://..."),
@@ -640,17 +676,36 @@ def worker(
     state: StateOption = None,
     state_directory: StateDirOption = None,
 ) -> None:
-    """Run one choreography participant as its own process, until SIGTERM or Ctrl-C.
+    """Run one choreography participant, or one orchestration worker, as its own
+    process, until SIGTERM or Ctrl-C.
 
-    Several processes of one participant share its queue (they compete for its
-    events). On SIGTERM the worker stops taking events, finishes the ones in hand,
-    publishes what its outbox holds, and exits.
+    Choreography: several processes of one participant share its queue (they compete
+    for its events). Orchestration (--mode orchestration, shared --state
+    postgresql://...): the process carries the runs `coordinator run --submit` queued
+    on --bus, each to its end or a pause for a person, any number of processes on any
+    machines; a run whose worker dies goes to another, which carries it on from its
+    last checkpoint. On SIGTERM a worker stops taking work, finishes what it has in
+    hand, and exits.
     """
     if bus.startswith("memory:"):
         raise fail(f"--bus {bus}: a worker needs a broker other processes share; pass --bus amqp://... or nats://...")
-    refuse_inapplicable("choreography", {"--state": state}, why="a worker is a choreography participant")
+    if mode == "orchestration":
+        if participant is not None:
+            raise fail(
+                f"an orchestration worker carries whole runs: drop {participant!r} (participants are choreography's)"
+            )
+        refuse_inapplicable(mode, {"--outbox": outbox, "--deadline": deadline}, why="the worker is orchestration's")
+        state = state_spec(state, mode=mode)
+        check_submit(mode, bus, state, what="an orchestration worker")
+        participants: tuple[str, ...] | None = None
+    else:
+        if participant is None:
+            raise fail("a choreography worker hosts one participant: name it (an agent, owner or projection)")
+        refuse_inapplicable("choreography", {"--state": state}, why="a worker is a choreography participant")
+        state = state_spec(state, mode="choreography")
+        participants = (participant,)
     options = SessionOptions(
-        mode="choreography",
+        mode=mode,
         workflow=workflow,
         seed=seed,
         services=services,
@@ -659,8 +714,8 @@ def worker(
         parameters=parse_parameters(param),
         concurrency=concurrency,
         state_dir=state_dir(state_directory),
-        participants=(participant,),
-        state=state_spec(state, mode="choreography"),
+        participants=participants,
+        state=state,
         outbox=outbox,
         deadline=deadline,
         **model_options(model, record, replay, on_model_unavailable),
@@ -674,13 +729,18 @@ async def _work(options: SessionOptions) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with open_session(options) as session:
-        participants = ", ".join(options.participants or ())
+        participants = ", ".join(options.participants or ()) or "orchestration"
         where = options.bus.split("@")[-1]
+        serving = None
+        if session.run_queue is not None:
+            serving = await session.run_queue.serve(session.coordinator.run, concurrency=options.concurrency)
         console.print(
             f"worker {participants} ready on {where} (run {session.coordinator.run_id})", markup=False, highlight=False
         )
         await stop.wait()
         console.print(f"worker {participants} stopping: finishing the events in hand", markup=False, highlight=False)
+        if serving is not None:
+            await serving.close()  # lets the runs in hand finish; the rest stay queued
     console.print(f"worker {participants} stopped", markup=False, highlight=False)
 
 

@@ -279,6 +279,20 @@ def refuse_inapplicable(mode: str, given: dict[str, object], why: str = "") -> N
             )
 
 
+def check_submit(mode: str, bus: str | None, state: str | None, *, what: str = "--submit") -> None:
+    """Refuse (exit 2) what cannot share orchestration runs between processes: a mode
+    other than orchestration, no broker to queue them on, state that is not shared."""
+    if mode != "orchestration":
+        raise fail(
+            f"{what} applies to orchestration; a choreography is shared out by its participants' workers "
+            "(coordinator run --workers external)"
+        )
+    if bus is None or bus.startswith("memory:"):
+        raise fail(f"{what} needs a broker that the workers share: pass --bus amqp://... or nats://...")
+    if not is_shared_state(state):
+        raise fail(f"{what} needs state the workers share: pass --state postgresql://... (or set ${STATE_ENV})")
+
+
 def derive_run_id(seed: int, file: Path, *, mode: str, workflow: str) -> str:
     """A run id that the same input file, seed, mode and app always get (``--seed``
     given, ``--run-id`` not): a re-run continues its run, and a reproducible log has

@@ -23,6 +23,7 @@ from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
 
 if TYPE_CHECKING:
+    from agent_coordinator.bus.runqueue import BusRunQueue
     from agent_coordinator.core.run import Coordinator
 
 from agent_coordinator.shell.console import fail, warn
@@ -60,6 +61,7 @@ class SessionOptions:
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     run_id: str | None = None
     on_model_unavailable: str = "stop"
+    submit: bool = False
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Session:
     event_log: SqlEventLog
     options: SessionOptions
     deadline: float | None = None
+    #: orchestration on a broker: the queue of runs workers share (submit and serve)
+    run_queue: BusRunQueue | None = None
 
 
 def load_workflow_app(spec: str) -> WorkflowApp:
@@ -307,13 +311,19 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
         async with AsyncExitStack() as stack:
             try:
                 env = await stack.enter_async_context(workflow_app.environment(app_options))
-                coordinator = await _open_coordinator(
+                coordinator, run_queue = await _open_coordinator(
                     stack, options, workflow_app, env, settings, clock, event_log, run_id=run_id, deadline=deadline
                 )
             except (OSError, sqlite3.Error) as exc:
                 raise fail(f"cannot start the runs: {type(exc).__name__}: {exc} (state: {event_log.where})") from None
             yield Session(
-                workflow_app, env, coordinator, event_log, options, deadline if options.mode == "choreography" else None
+                workflow_app,
+                env,
+                coordinator,
+                event_log,
+                options,
+                deadline if options.mode == "choreography" else None,
+                run_queue,
             )
     except CoordinatorError as exc:
         raise fail(str(exc), EXIT_UNUSABLE) from None
@@ -332,10 +342,12 @@ async def _open_coordinator(
     *,
     run_id: str,
     deadline: float | None,
-) -> Coordinator:
+) -> tuple[Coordinator, BusRunQueue | None]:
     # Imported here, not at the top: `coordinator --help` and `status` need none of it.
     from agent_coordinator.agents.models import SUPERVISOR, parse_model_options
-    from agent_coordinator.bus import bus_namespace
+    from agent_coordinator.bus import bus_namespace, open_bus
+    from agent_coordinator.bus.runqueue import BusRunQueue
+    from agent_coordinator.core.postgres import PostgresRunLocks
     from agent_coordinator.core.run import open_coordinator
     from agent_coordinator.core.signing import Keyring, keys_directory
     from agent_coordinator.modes import ModeSpec, open_mode
@@ -359,9 +371,24 @@ async def _open_coordinator(
     )
     # Anyone with the broker's credentials can publish there: events are signed, and
     # checked before anyone acts (keys made on first use).
-    keys = Keyring.open(keys_directory(options.state_dir)) if spec.on_a_broker else None
+    orchestrated_on_a_broker = options.mode == "orchestration" and not options.bus.startswith("memory:")
+    keys = Keyring.open(keys_directory(options.state_dir)) if spec.on_a_broker or orchestrated_on_a_broker else None
     mode = await stack.enter_async_context(open_mode(spec))
-    return await stack.enter_async_context(
+    lock = None
+    if options.mode == "orchestration" and is_shared_state(options.state):
+        # Processes sharing the state never advance one run at once (workers, a
+        # resume, an approval): a PostgreSQL session lock per run.
+        assert options.state is not None
+        lock = PostgresRunLocks(options.state)
+        stack.push_async_callback(lock.close)
+    run_queue = None
+    if orchestrated_on_a_broker:
+        queue_bus = open_bus(options.bus, namespace=spec.namespace)
+        stack.push_async_callback(queue_bus.close)
+        run_queue = BusRunQueue(
+            queue_bus, workflow_app.workflow, keys=keys, factory=EventFactory(seed=options.seed, signer=keys)
+        )
+    coordinator = await stack.enter_async_context(
         open_coordinator(
             workflow_app.workflow,
             agents=env.agents,
@@ -371,8 +398,11 @@ async def _open_coordinator(
             clock=clock,
             run_id=run_id,
             keys=keys,
+            lock=lock,
+            queue=run_queue,
         )
     )
+    return coordinator, run_queue
 
 
 def status_of(event: Event, workflow_app: WorkflowApp | None = None) -> str:

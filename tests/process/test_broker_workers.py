@@ -80,7 +80,7 @@ async def _delete_rabbitmq(base: str, exchange: str, prefix: str) -> None:
     connection = await aio_pika.connect(base)
     try:
         channel = await connection.channel()
-        groups = [f"order-fulfilment.{p}" for p in (*AGENTS, "owner", "projection")]
+        groups = [f"order-fulfilment.{p}" for p in (*AGENTS, "owner", "projection", "orchestrator")]
         # The delay queues are named by their delay: 0.5 s doubled per failed delivery.
         queues = [
             f"{prefix}{g}{suffix}" for g in groups for suffix in ("", *(f".retry.{500 * 2**n}ms" for n in range(5)))
@@ -238,13 +238,14 @@ class Cluster:
         self.started += 1
         output = self.logs / f"{slot.replace('#', '-')}.{self.started}.log"
         cwd, env = self.where.place(slot.replace("#", "-"))
+        what = ["--mode", "orchestration"] if agent == "orchestration" else [agent]
         with output.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "agent_coordinator",
                 "worker",
-                agent,
+                *what,
                 "--bus",
                 self.bus,
                 "--services",
