@@ -22,7 +22,7 @@ from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.eventlog import EventLog
 from agent_coordinator.core.events import Clock
 from agent_coordinator.core.results import WorkflowResult
-from agent_coordinator.core.run import MODES, Coordinator, Mode
+from agent_coordinator.core.run import MODES, Coordinator, Mode, RunLock, RunQueue
 from agent_coordinator.core.run import open_coordinator as core_open_coordinator
 from agent_coordinator.core.settings import RunSettings
 from agent_coordinator.core.workflow import Workflow
@@ -142,6 +142,8 @@ async def open_coordinator(
     clock: Clock | None = None,
     run_id: str | None = None,
     keys: Keyring | None = None,
+    lock: RunLock | None = None,
+    queue: RunQueue | None = None,
 ) -> AsyncIterator[Coordinator]:
     """:func:`agent_coordinator.core.run.open_coordinator`, with ``mode`` also given by
     name (``"orchestration"`` or ``"choreography"``, everything in memory)::
@@ -158,6 +160,8 @@ async def open_coordinator(
         clock=clock,
         run_id=run_id,
         keys=keys,
+        lock=lock,
+        queue=queue,
     ) as coordinator:
         yield coordinator
 
