@@ -34,16 +34,16 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import mkdtemp
+from typing import Any
 
 from tests.conftest import postgres_schema
 from tests.process.test_broker_workers import (
     AGENTS,
-    TERMINAL,
     Cluster,
     Where,
     broker,
@@ -57,7 +57,7 @@ from tests.process.test_broker_workers import (
     terminal_rows,
     write_world,
 )
-from tests.process.test_orchestration_workers import submit, takeover_delays
+from tests.process.test_orchestration_workers import in_flight, takeover_delays
 
 MODES = ("orchestration", "choreography")
 BATCH_LIMIT_S = 600.0
@@ -93,12 +93,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def batch(broker_name: str, mode: str, processes: int, orders: int, latency_ms: float, work: Path) -> Row:
-    """Run one batch (see the module docstring) and measure it (``work`` must exist)."""
-    scenario, orders_file, expected = write_world(work, orders, prefix="s", latency_ms=latency_ms)
+@asynccontextmanager
+async def deployment(
+    broker_name: str, mode: str, processes: int, work: Path, scenario: Path
+) -> AsyncIterator[tuple[Cluster, Where, str, str]]:
+    """A PostgreSQL schema, a broker namespace, a served sandbox and ``processes``
+    workers per role of ``mode``, ready: ``(cluster, where, bus_url, services_url)``."""
     logs = work / "logs"
     logs.mkdir()
-    run_log = work / "run.log"
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(postgres_schema())
         bus_url = await stack.enter_async_context(broker(broker_name))
@@ -107,18 +109,29 @@ async def batch(broker_name: str, mode: str, processes: int, orders: int, latenc
         stack.callback(where.close)
         cluster = Cluster(bus_url, services.url, where, logs, concurrency=16)
         stack.push_async_callback(cluster.close)
-        roles = ["orchestration"] if mode == "orchestration" else list(AGENTS)
-        for role in roles:
+        for role in ["orchestration"] if mode == "orchestration" else list(AGENTS):
             for i in range(1, processes + 1):
                 await cluster.start(f"{role}#{i}")
         await cluster.wait_ready()
+        yield cluster, where, bus_url, services.url
+
+
+async def start_batch(mode: str, orders: Path, bus_url: str, services: str, where: Where, log: Path) -> Any:
+    """The process that carries the batch: a submitter (orchestration) or the owner."""
+    if mode == "orchestration":
+        return await start_run(orders, bus_url, services, where, log, submit=True)
+    return await start_run(orders, bus_url, services, where, log, "--concurrency", "64")
+
+
+async def batch(broker_name: str, mode: str, processes: int, orders: int, latency_ms: float, work: Path) -> Row:
+    """Run one batch (see the module docstring) and measure it (``work`` must exist)."""
+    scenario, orders_file, expected = write_world(work, orders, prefix="s", latency_ms=latency_ms)
+    run_log = work / "run.log"
+    async with deployment(broker_name, mode, processes, work, scenario) as (cluster, where, bus_url, services):
         before = {slot: cpu_seconds(w.proc.pid) for slot, w in cluster.workers.items()}
         reaped = children_cpu()
         started = time.monotonic()
-        if mode == "orchestration":
-            run = await submit(orders_file, bus_url, services.url, where, run_log)
-        else:
-            run = await start_run(orders_file, bus_url, services.url, where, run_log, "--concurrency", "64")
+        run = await start_batch(mode, orders_file, bus_url, services, where, run_log)
         code = await asyncio.wait_for(run.wait(), BATCH_LIMIT_S)
         seconds = time.monotonic() - started
         if code != 0:
@@ -132,7 +145,7 @@ async def batch(broker_name: str, mode: str, processes: int, orders: int, latenc
         broker=broker_name,
         mode=mode,
         processes=processes,
-        worker_processes=processes * len(roles),
+        worker_processes=processes * (1 if mode == "orchestration" else len(AGENTS)),
         orders=orders,
         seconds=round(seconds, 2),
         orders_per_s=round(orders / seconds, 1),
@@ -179,13 +192,6 @@ class OutageRow:
     ended_as_expected: int
 
 
-def in_flight(where: Where) -> dict[str, int]:
-    """Every run the log has that has not ended: its latest seq."""
-    rows = where.events("SELECT subject, MAX(seq) FROM events GROUP BY subject")
-    ended = {s for s, _ in where.events("SELECT subject, 1 FROM events WHERE type IN (?, ?)", *TERMINAL)}
-    return {subject: seq for subject, seq in rows if subject not in ended}
-
-
 async def outage(
     broker_name: str, mode: str, orders: int, latency_ms: float, work: Path, *, outage_s: float, processes: int = 2
 ) -> OutageRow:
@@ -193,27 +199,11 @@ async def outage(
     all the payment agent's -- once the log holds 30% of the batch's events, keep them
     down ``outage_s`` seconds, restart them, and see what went on meanwhile and after."""
     scenario, orders_file, expected = write_world(work, orders, prefix="o", latency_ms=latency_ms)
-    logs = work / "logs"
-    logs.mkdir()
     run_log = work / "run.log"
     role = "orchestration" if mode == "orchestration" else "payment"
-    async with AsyncExitStack() as stack:
-        url = await stack.enter_async_context(postgres_schema())
-        bus_url = await stack.enter_async_context(broker(broker_name))
-        services = await stack.enter_async_context(sandbox(work, scenario))
-        where = Where(work / "state", url=url, keys=work / "keys")
-        stack.callback(where.close)
-        cluster = Cluster(bus_url, services.url, where, logs, concurrency=16)
-        stack.push_async_callback(cluster.close)
-        for each in ["orchestration"] if mode == "orchestration" else list(AGENTS):
-            for i in range(1, processes + 1):
-                await cluster.start(f"{each}#{i}")
-        await cluster.wait_ready()
+    async with deployment(broker_name, mode, processes, work, scenario) as (cluster, where, bus_url, services):
         started = time.monotonic()
-        if mode == "orchestration":
-            run = await submit(orders_file, bus_url, services.url, where, run_log)
-        else:
-            run = await start_run(orders_file, bus_url, services.url, where, run_log, "--concurrency", "64")
+        run = await start_batch(mode, orders_file, bus_url, services, where, run_log)
         if not await grown_to(run, where, int(orders * 5 * 0.3)):
             raise RuntimeError(f"the batch ended before the kill point:\n{tail(run_log)}")
         victims = sorted(slot for slot in cluster.workers if slot.startswith(f"{role}#"))

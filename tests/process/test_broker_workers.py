@@ -303,9 +303,13 @@ async def wait_until(condition: Callable[[], bool], what: str, workers: list[Wor
 
 
 async def start_run(
-    orders: Path, broker_url: str, services: str, where: Where, log: Path, *extra: str
+    orders: Path, broker_url: str, services: str, where: Where, log: Path, *extra: str, submit: bool = False
 ) -> asyncio.subprocess.Process:
-    cwd, env = where.place("run")
+    """``coordinator run`` of ``orders`` against the workers, reporting JSON lines to
+    ``log``: the owner of a choreography (``--workers external``), or with ``submit``
+    the submitter of orchestration runs (``--submit``)."""
+    cwd, env = where.place("submitter" if submit else "run")
+    how = ["--submit"] if submit else ["--mode", "choreography", "--workers", "external"]
     with log.open("ab") as output:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -313,14 +317,11 @@ async def start_run(
             "agent_coordinator",
             "run",
             str(orders),
-            "--mode",
-            "choreography",
+            *how,
             "--bus",
             broker_url,
             "--services",
             services,
-            "--workers",
-            "external",
             *where.args(),
             "--json",
             *extra,

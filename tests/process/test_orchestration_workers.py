@@ -22,7 +22,6 @@ import json
 import random
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from tests.process.test_broker_workers import (
     grown_to,
     outcomes,
     sandbox,
+    start_run,
     stop_all,
     stop_run,
     tail,
@@ -60,36 +60,17 @@ RUN_LIMIT_S = 180.0
 TAKEOVER_LIMIT_S = 30.0
 
 
-async def submit(orders: Path, bus_url: str, services: str, where: Where, log: Path) -> asyncio.subprocess.Process:
-    cwd, env = where.place("submitter")
-    with log.open("ab") as output:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent_coordinator",
-            "run",
-            str(orders),
-            "--submit",
-            "--bus",
-            bus_url,
-            "--services",
-            services,
-            *where.args(),
-            "--json",
-            stdout=output,
-            stderr=output,
-            cwd=cwd,
-            env=env,
+def in_flight(where: Where, *, started_by: str | None = None) -> dict[str, int]:
+    """The runs the log has that have not ended -- only those the worker of run id
+    ``started_by`` started, if given: their latest seq."""
+    if started_by is None:
+        rows = where.events("SELECT subject, MAX(seq) FROM events GROUP BY subject")
+    else:
+        rows = where.events(
+            "SELECT subject, MAX(seq) FROM events WHERE subject IN "
+            "(SELECT subject FROM events WHERE run_id = ?) GROUP BY subject",
+            started_by,
         )
-
-
-def in_flight_of(where: Where, run_id: str) -> dict[str, int]:
-    """The runs the worker of ``run_id`` started that have not ended: their latest seq."""
-    rows = where.events(
-        "SELECT subject, MAX(seq) FROM events WHERE subject IN "
-        "(SELECT subject FROM events WHERE run_id = ?) GROUP BY subject",
-        run_id,
-    )
     ended = {s for s, _ in where.events("SELECT subject, 1 FROM events WHERE type IN (?, ?)", *TERMINAL)}
     return {subject: seq for subject, seq in rows if subject not in ended}
 
@@ -145,7 +126,7 @@ async def test_orchestration_workers_killed_again_and_again_finish_every_order_o
                 await cluster.start(slot)
             await cluster.wait_ready()
             began = time.monotonic()
-            run = await submit(orders, bus_url, services.url, where, run_log)
+            run = await start_run(orders, bus_url, services.url, where, run_log, submit=True)
             for point in points:
                 if not await grown_to(run, where, point):
                     break
@@ -155,7 +136,7 @@ async def test_orchestration_workers_killed_again_and_again_finish_every_order_o
                     list(cluster.workers.values()),
                 )
                 victim = rng.choice(sorted(s for s, w in cluster.workers.items() if w.ready()))
-                held = in_flight_of(where, run_id_of(cluster.workers[victim].text()))
+                held = in_flight(where, started_by=run_id_of(cluster.workers[victim].text()))
                 killed_at = time.monotonic()
                 await cluster.kill(victim)
                 kills += 1
