@@ -874,6 +874,109 @@ def sandbox(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: a free one, printed)")] = 8780,
+    mode: ModeOption = "orchestration",
+    workflow: WorkflowOption = DEFAULT_APP,
+    services: ServicesOption = None,
+    state: StateOption = None,
+    bus: BusOption = None,
+    bus_prefix: BusPrefixOption = "",
+    param: ParamOption = None,
+    concurrency: ConcurrencyOption = 16,
+    deadline: DeadlineOption = None,
+    outbox: OutboxOption = None,
+    seed: SeedOption = None,
+    model: ModelOption = None,
+    record: RecordOption = None,
+    replay: ReplayOption = None,
+    on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
+    state_directory: StateDirOption = None,
+) -> None:
+    """Serve the workflow app's runs over HTTP: a JSON API and a dashboard, until
+    SIGTERM or Ctrl-C.
+
+    Runs started through the API are carried by this process, or -- orchestration
+    with --bus and shared --state postgresql://... -- queued for `coordinator worker
+    --mode orchestration` processes; every run the state records is listed, whoever
+    carried it. Access needs bearer tokens from $COORDINATOR_API_TOKENS
+    (NAME:ROLE[,ROLE...]:SECRET entries; roles viewer, operator, approver).
+    """
+    try:
+        import fastapi  # noqa: F401
+    except ImportError:
+        raise fail("the server needs FastAPI: pip install 'agent-coordinator[server]'") from None
+    from agent_coordinator.shell.server import TOKENS_ENV, tokens_from_environment
+
+    try:
+        tokens = tokens_from_environment()
+    except CoordinatorError as exc:
+        raise fail(str(exc)) from None
+    if not tokens:
+        raise fail(
+            f"no API tokens: set ${TOKENS_ENV} to NAME:ROLE[,ROLE...]:SECRET entries "
+            "(roles: viewer, operator, approver)"
+        )
+    inapplicable: dict[str, object] = {
+        "--bus": None if mode == "orchestration" else bus,
+        "--outbox": outbox,
+        "--deadline": deadline,
+    }
+    refuse_inapplicable(mode, inapplicable)
+    state = state_spec(state, mode=mode)
+    queued = mode == "orchestration" and bus is not None
+    if queued:
+        check_submit(mode, bus, state, what="serving orchestration runs to workers (--bus)")
+    options = SessionOptions(
+        mode=mode,
+        workflow=workflow,
+        seed=seed or 0,
+        concurrency=concurrency,
+        services=services,
+        state=state,
+        bus=bus or "memory://",
+        bus_prefix=bus_prefix,
+        parameters=parse_parameters(param),
+        state_dir=state_dir(state_directory),
+        outbox=outbox,
+        deadline=deadline,
+        **model_options(model, record, replay, on_model_unavailable),
+    )
+    asyncio.run(_serve(options, tokens, host, port))
+
+
+async def _serve(options: SessionOptions, tokens: list[Any], host: str, port: int) -> None:
+    import socket
+
+    import uvicorn
+
+    from agent_coordinator.shell.server import create_app, drain
+
+    async with open_session(options) as session:
+        if options.mode == "choreography":
+            await session.coordinator.engine.start()  # type: ignore[attr-defined]
+        listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listening.bind((host, port))
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
+        bound = listening.getsockname()[1]
+        api = create_app(session, tokens)
+        server = uvicorn.Server(uvicorn.Config(api, log_level="warning", lifespan="off"))
+        console.print(
+            f"serving {session.workflow_app.workflow.name} ({options.mode}) on http://{host}:{bound} "
+            f"(state: {session.event_log.where})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        await server.serve(sockets=[listening])
+        await drain(api)  # the runs started here finish before the session closes
+
+
+@app.command()
 def migrate(state: StateOption = None) -> None:
     """Create or bring up to date the shared state's tables in PostgreSQL: the event
     log and runs, the participant store, and LangGraph's checkpoints.
