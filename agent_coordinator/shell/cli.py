@@ -887,6 +887,7 @@ def serve(
     concurrency: ConcurrencyOption = 16,
     deadline: DeadlineOption = None,
     outbox: OutboxOption = None,
+    workers: WorkersOption = None,
     seed: SeedOption = None,
     model: ModelOption = None,
     record: RecordOption = None,
@@ -897,10 +898,12 @@ def serve(
     """Serve the workflow app's runs over HTTP: a JSON API and a dashboard, until
     SIGTERM or Ctrl-C.
 
-    Runs started through the API are carried by this process, or -- orchestration
-    with --bus and shared --state postgresql://... -- queued for `coordinator worker
-    --mode orchestration` processes; every run the state records is listed, whoever
-    carried it. Access needs bearer tokens from $COORDINATOR_API_TOKENS
+    Runs started through the API are carried by this process, or by workers:
+    orchestration with --bus and shared --state postgresql://... queues them for
+    `coordinator worker --mode orchestration` processes; choreography with --workers
+    external hosts only the owner here and leaves the agents to `coordinator worker
+    AGENT` processes. Every run the state records is listed, whoever carried it.
+    Access needs bearer tokens from $COORDINATOR_API_TOKENS
     (NAME:ROLE[,ROLE...]:SECRET entries; roles viewer, operator, approver).
     """
     try:
@@ -922,6 +925,7 @@ def serve(
         "--bus": None if mode == "orchestration" else bus,
         "--outbox": outbox,
         "--deadline": deadline,
+        "--workers": workers,
     }
     refuse_inapplicable(mode, inapplicable)
     state = state_spec(state, mode=mode)
@@ -941,6 +945,7 @@ def serve(
         state_dir=state_dir(state_directory),
         outbox=outbox,
         deadline=deadline,
+        participants=hosted_participants(workers or "in-process"),
         **model_options(model, record, replay, on_model_unavailable),
     )
     asyncio.run(_serve(options, tokens, host, port))

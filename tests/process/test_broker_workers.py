@@ -230,6 +230,7 @@ class Cluster:
     where: Where
     logs: Path
     concurrency: int = 8
+    extra: tuple[str, ...] = ()  # more options for every worker
     workers: dict[str, Worker] = field(default_factory=dict)  # slot -> current incarnation
     started: int = 0
 
@@ -253,6 +254,7 @@ class Cluster:
                 *self.where.args(),
                 "--concurrency",
                 str(self.concurrency),
+                *self.extra,
                 stdout=out,
                 stderr=out,
                 cwd=cwd,

@@ -48,10 +48,14 @@ def chromium() -> str:
 
 
 @asynccontextmanager
-async def server(work: Path) -> AsyncIterator[str]:
-    """``coordinator serve`` on a free port; its base URL once it says it listens."""
+async def server(
+    work: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """``coordinator serve --port 0 ARGS`` (approval above 10 euros; by default its
+    state in ``work``); its base URL once it says it listens."""
     log = work / "serve.log"
-    env = {**os.environ, "COORDINATOR_API_TOKENS": TOKENS, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    env = {**os.environ, **(env or {}), "COORDINATOR_API_TOKENS": TOKENS, "PYTHONPATH": str(ROOT), "COLUMNS": "300"}
+    where = args or ("--state-dir", str(work / "state"))
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -62,11 +66,10 @@ async def server(work: Path) -> AsyncIterator[str]:
             "0",
             "--param",
             "approval_threshold_cents=1000",
-            "--state-dir",
-            str(work / "state"),
+            *where,
             stdout=out,
             stderr=out,
-            cwd=work,
+            cwd=cwd or work,
             env=env,
         )
     try:
@@ -90,7 +93,7 @@ async def test_the_dashboard_lists_explains_and_approves_in_a_real_browser(tmp_p
 
     browser_path = chromium()
     shots = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path)
-    shots.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(shots.mkdir, parents=True, exist_ok=True)
     operator = {"Authorization": f"Bearer {OPERATOR}"}
     async with server(tmp_path) as base, httpx.AsyncClient(base_url=base, timeout=30) as api, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -103,9 +106,7 @@ async def test_the_dashboard_lists_explains_and_approves_in_a_real_browser(tmp_p
 
         for line in ORDERS.read_text().splitlines():
             if line.strip():
-                answer = await api.post(
-                    "/workflows/order-fulfilment/runs", json=json.loads(line), headers=operator
-                )
+                answer = await api.post("/workflows/order-fulfilment/runs", json=json.loads(line), headers=operator)
                 assert answer.status_code == 202, answer.text
         # The list updates by itself: every order, each with its outcome.
         rows = page.locator("#runs tbody tr")
