@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from agent_coordinator.examples.orders.app import check_order_effects
 from agent_coordinator.examples.orders.sandbox import RemoteSandboxState
 from tests.e2e.test_orders_e2e import EXPECTED, example_orders
 from tests.e2e.test_sandbox_server import served
+from tests.process.test_broker_workers import Where, count_events, terminal_rows
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20
 ORDERS = 64
 WAIT_LIMIT_S = 60.0
-
-
-def count_events(log: Path) -> int:
-    if not log.exists():
-        return 0
-    with sqlite3.connect(log, timeout=10.0) as db:
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-        except sqlite3.OperationalError:  # the table is not created yet
-            return 0
 
 
 async def start_run(orders: Path, url: str, state: str, state_dir: Path, log: Path) -> asyncio.subprocess.Process:
@@ -73,7 +63,7 @@ async def start_run(orders: Path, url: str, state: str, state_dir: Path, log: Pa
         )
 
 
-async def kill_when_grown(proc: asyncio.subprocess.Process, events: Path, target: int) -> bool:
+async def kill_when_grown(proc: asyncio.subprocess.Process, events: Where, target: int) -> bool:
     """SIGKILL ``proc`` once the event log holds ``target`` events; False if it ended first."""
     deadline = time.monotonic() + WAIT_LIMIT_S
     while proc.returncode is None and count_events(events) < target:
@@ -89,15 +79,9 @@ async def kill_when_grown(proc: asyncio.subprocess.Process, events: Path, target
     return True
 
 
-def terminal_events(events: Path) -> dict[str, set[tuple[str, str]]]:
-    with sqlite3.connect(events) as db:
-        rows = db.execute(
-            "SELECT subject, id, type FROM events WHERE type IN ('OrderCompleted', 'OrderCancelled')"
-        ).fetchall()
-    terminal: dict[str, set[tuple[str, str]]] = {}
-    for subject, event_id, event_type in rows:
-        terminal.setdefault(subject, set()).add((event_id, event_type))
-    return terminal
+def terminal_events(events: Where) -> dict[str, set[tuple[str, str]]]:
+    """Each order's terminal events, once each (a re-run may log one in two runs)."""
+    return {subject: set(ends) for subject, ends in terminal_rows(events).items()}
 
 
 async def crash_and_resume(state: str, tmp_path: Path) -> None:
@@ -111,7 +95,8 @@ async def crash_and_resume(state: str, tmp_path: Path) -> None:
     orders.write_text("".join(json.dumps(row) + "\n" for row in rows))
     expected = {row["order_id"]: EXPECTED[base[i % len(base)]["order_id"]] for i, row in enumerate(rows)}
     state_dir, log = tmp_path / "state", tmp_path / "runs.log"
-    events = state_dir / "events.db"
+    # The event log: the state directory's file, or the database of PostgreSQL state.
+    events = Where(state_dir, url=state if state.startswith("postgresql://") else None)
     rng = random.Random(20261125)
     async with served(
         tmp_path / "sandbox.log", "--store", str(tmp_path / "sandbox.db"), "--scenario", str(scenario)
@@ -132,6 +117,7 @@ async def crash_and_resume(state: str, tmp_path: Path) -> None:
     final = {o["workflow_id"]: o["status"] for o in outcomes[-ORDERS:]}
     assert final == {k: v.value for k, v in expected.items()}
     terminal = terminal_events(events)
+    events.close()
     assert sorted(terminal) == sorted(expected)
     for order_id, ends in terminal.items():
         assert len(ends) == 1, f"{order_id} ended more than once: {ends}"
