@@ -206,6 +206,10 @@ class Driver:
 
     # -- the report's inputs ----------------------------------------------------------------
 
+    def state_args(self) -> list[str]:
+        """Where the state is, as coordinator options."""
+        return ["--state-dir", str(self.paths.state_dir)]
+
     def reporting_processes(self) -> list[Process]:
         """Processes whose `--json` lines report runs' statuses, in the order they ended."""
         chosen = [p for p in self.starter.started if p.role in ("run", "resume", "owner") and p.ended is not None]
@@ -213,7 +217,7 @@ class Driver:
 
     async def read_status(self) -> None:
         """``coordinator status --json``: what the product says each workflow's state is."""
-        process = await self.starter.spawn("status", "status", "--json", "--state-dir", str(self.paths.state_dir))
+        process = await self.starter.spawn("status", "status", "--json", *self.state_args())
         try:
             code = await asyncio.wait_for(process.wait(), 120.0)
         except TimeoutError:

@@ -1,8 +1,9 @@
-"""Following the coordinator's SQLite event log from outside, as it grows.
+"""Following the coordinator's event log from outside, as it grows.
 
-The harness reads ``<state dir>/events.db`` (table ``events(seq, run_id, id,
-subject, type, causation_id, body)``), written by every coordinator process, with
-a connection of its own and never writes to it. :class:`EventLogWatcher` polls it
+The harness reads ``<state dir>/events.db`` -- or, with PostgreSQL state, the
+database's ``coordinator_events`` -- (``events(seq, run_id, id, subject, type,
+causation_id, body)``), written by every coordinator process, with a connection of
+its own and never writes to it. :class:`EventLogWatcher` polls it
 every few milliseconds and keeps what the kill schedule and the takeover clock
 need: how many *distinct* events there are (a rerun that logs a copy of an event
 under a new run is not progress), each order's latest event and terminal events,
@@ -41,10 +42,46 @@ def is_compensation(event_type: str) -> bool:
     return event_type.endswith(("Failed", "Refunded", "Released")) or event_type in ("ShipmentCancelled",)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    # Read-only, autocommit: every SELECT is its own short read transaction, so the
-    # watcher never holds back the writers' WAL checkpoints.
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+#: Where the log is: the SQLite file, or the URL of the PostgreSQL state.
+LogSource = Path | str
+
+
+class _Reader:
+    """Read-only queries on the log, SQLite or PostgreSQL alike (``?`` placeholders,
+    ``{events}``/``{runs}`` for the tables); None while the tables do not exist yet."""
+
+    def __init__(self, source: LogSource) -> None:
+        self.source = source
+        self._db: Any = None
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+        if isinstance(self.source, Path):
+            if self._db is None:
+                if not self.source.exists():
+                    return None
+                # Read-only, autocommit: every SELECT is its own short read transaction,
+                # so the watcher never holds back the writers' WAL checkpoints.
+                self._db = sqlite3.connect(f"file:{self.source}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+            try:
+                return list(self._db.execute(sql.format(events="events", runs="runs"), params).fetchall())
+            except sqlite3.OperationalError as exc:  # the first writer has not created the tables yet
+                if "no such table" in str(exc) or "locked" in str(exc):
+                    return None
+                raise
+        import psycopg
+
+        if self._db is None:
+            self._db = psycopg.connect(self.source, autocommit=True)
+        try:
+            query = sql.format(events="coordinator_events", runs="coordinator_runs").replace("?", "%s")
+            return list(self._db.execute(query, params).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 @dataclass
@@ -84,8 +121,8 @@ class Takeover:
 class EventLogWatcher:
     """Polls an event log in the background (``async with``) and answers from memory."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, source: LogSource) -> None:
+        self._reader = _Reader(source)
         self.seen: set[str] = set()
         self.orders: dict[str, OrderTrack] = {}
         self.by_type: Counter[str] = Counter()
@@ -98,7 +135,6 @@ class EventLogWatcher:
         self.takeovers: list[Takeover] = []
         self.after_end: list[tuple[str, str]] = []  # (order, event type) logged after the order ended
         self._open: list[Takeover] = []
-        self._db: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -115,9 +151,7 @@ class EventLogWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._reader.close()
 
     async def _follow(self) -> None:
         while True:
@@ -126,20 +160,13 @@ class EventLogWatcher:
 
     def poll(self) -> None:
         """Read what was appended since the last poll."""
-        if self._db is None:
-            if not self.path.exists():
-                return
-            self._db = _connect(self.path)
-        try:
-            rows = self._db.execute(
-                "SELECT seq, id, subject, type FROM events WHERE seq > ? ORDER BY seq", (self.last_seq,)
-            ).fetchall()
-            runs = self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        except sqlite3.OperationalError as exc:  # the first writer has not created the tables yet
-            if "no such table" in str(exc) or "locked" in str(exc):
-                return
-            raise
-        self.runs = int(runs)
+        rows = self._reader.rows(
+            "SELECT seq, id, subject, type FROM {events} WHERE seq > ? ORDER BY seq", (self.last_seq,)
+        )
+        runs = self._reader.rows("SELECT COUNT(*) FROM {runs}")
+        if rows is None or runs is None:
+            return
+        self.runs = int(runs[0][0])
         now = time.monotonic()
         for seq, event_id, subject, event_type in rows:
             self.last_seq = seq
@@ -213,24 +240,18 @@ class LoggedEvent:
     source: str
 
 
-def read_log(path: Path) -> list[LoggedEvent]:
+def read_log(source: LogSource) -> list[LoggedEvent]:
     """Every row of the event log, in append order (empty when there is no log)."""
-    if not path.exists():
-        return []
-    with contextlib.closing(_connect(path)) as db:
-        try:
-            rows = db.execute("SELECT seq, run_id, id, subject, type, causation_id, body FROM events ORDER BY seq")
-            events = []
-            for seq, run_id, event_id, subject, event_type, causation_id, body in rows:
-                parsed = json.loads(body)
-                data = parsed.get("data") if isinstance(parsed.get("data"), dict) else {}
-                events.append(
-                    LoggedEvent(
-                        seq, run_id, event_id, subject, event_type, causation_id, data, parsed.get("source", "")
-                    )
-                )
-            return events
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
+    reader = _Reader(source)
+    try:
+        rows = reader.rows("SELECT seq, run_id, id, subject, type, causation_id, body FROM {events} ORDER BY seq")
+    finally:
+        reader.close()
+    events = []
+    for seq, run_id, event_id, subject, event_type, causation_id, body in rows or []:
+        parsed = json.loads(body)
+        data = parsed.get("data") if isinstance(parsed.get("data"), dict) else {}
+        events.append(
+            LoggedEvent(seq, run_id, event_id, subject, event_type, causation_id, data, parsed.get("source", ""))
+        )
+    return events

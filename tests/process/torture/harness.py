@@ -241,7 +241,12 @@ async def run_torture(config: TortureConfig) -> TortureReport:
     async with AsyncExitStack() as stack:
         stack.push_async_callback(starter.close)
         sandbox = await stack.enter_async_context(served_sandbox(starter, workdir / "sandbox.db", scenario))
-        watcher = await stack.enter_async_context(EventLogWatcher(paths.events))
+        state = None
+        if config.backend == "postgresql":
+            state, schema = stack.enter_context(postgres_schema(config.postgres_url, keep=config.keep_schema))
+        # The event log is where the state is: the state directory's file, or PostgreSQL.
+        log_source = state if state is not None else paths.events
+        watcher = await stack.enter_async_context(EventLogWatcher(log_source))
         common: dict[str, Any] = dict(
             world=world,
             paths=paths,
@@ -254,9 +259,6 @@ async def run_torture(config: TortureConfig) -> TortureReport:
         )
         driver: Driver
         if config.mode == "orchestration":
-            state = None
-            if config.backend == "postgresql":
-                state, schema = stack.enter_context(postgres_schema(config.postgres_url, keep=config.keep_schema))
             driver = OrchestrationDriver(**common, state=state)
         else:
             broker = broker_for(config.backend, workdir / "broker")
@@ -275,7 +277,7 @@ async def run_torture(config: TortureConfig) -> TortureReport:
         watcher.poll()
         for takeover in watcher.takeovers:  # ended just as it was killed: it had nothing left to do
             takeover.waiting = {order for order in takeover.waiting if not watcher.ended(order)}
-        log = read_log(paths.events)
+        log = read_log(log_source)
         services = await fetch_services(sandbox.url, sandbox.store)
     ended = time.monotonic()
     last = driver.closing

@@ -27,11 +27,12 @@ class OrchestrationDriver(Driver):
 
     mode = "orchestration"
 
+    def state_args(self) -> list[str]:
+        args = super().state_args()
+        return args if self.state is None else [*args, "--state", self.state]
+
     def _common(self) -> list[str]:
-        args = ["--services", self.sandbox.url, "--state-dir", str(self.paths.state_dir)]
-        if self.state is not None:
-            args += ["--state", self.state]
-        return [*args, "--concurrency", str(self.concurrency), "--json"]
+        return ["--services", self.sandbox.url, *self.state_args(), "--concurrency", str(self.concurrency), "--json"]
 
     async def start_run(self, *, fresh_floor: bool = True) -> Process:
         """`run` on the whole file. ``fresh_floor``: it gets the whole stall limit to show
