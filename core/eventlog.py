@@ -247,6 +247,16 @@ class SqlEventLog:
         """Every workflow id the log holds events of, sorted."""
         return [subject for (subject,) in self._rows("SELECT DISTINCT subject FROM {events} ORDER BY subject")]
 
+    def every_event(self) -> Iterator[Event]:
+        """Every event in the log, each once (the first copy of one logged under several
+        runs), in append order: one query, for readers of the whole log (metrics)."""
+        seen: set[str] = set()
+        for (body,) in self._rows("SELECT body FROM {events} ORDER BY seq"):
+            event = parse_event(body)
+            if event.id not in seen:
+                seen.add(event.id)
+                yield event
+
     def last_events(self, subjects: Sequence[str]) -> dict[str, Event]:
         """The most recent event of each of ``subjects`` that has any, in one query per
         500 (a follower of many runs polls this, not :meth:`events` per run)."""

@@ -160,6 +160,16 @@ class Saga:
         """True for an approval request: the run waits for a person, not for an agent."""
         return self._kinds.get(event_type, ("", 0))[0] == "approval_requested"
 
+    def kind(self, event_type: str) -> tuple[str, str | None]:
+        """What ``event_type`` is in this saga -- ``started``, ``succeeded``, ``failed``,
+        ``compensated``, ``compensation_failed``, ``stopped``, ``resumed``,
+        ``approval_requested``, ``approved``, ``rejected``, ``completed``,
+        ``cancelled``, or ``""`` for a type it does not know -- and the step it is
+        about (None for the run's own events)."""
+        kind, i = self._kinds.get(event_type, ("", -1))
+        steps = self.workflow.steps
+        return kind, steps[i].name if 0 <= i < len(steps) else None
+
     def is_stop(self, event_type: str) -> bool:
         """True for a ``<Step>Stopped`` event: the run waits for ``resume``, not for a
         participant or a person; it is not over."""

@@ -908,8 +908,9 @@ def serve(
     """
     try:
         import fastapi  # noqa: F401
-    except ImportError:
-        raise fail("the server needs FastAPI: pip install 'agent-coordinator[server]'") from None
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        raise fail(f"the server needs {exc.name}: pip install 'agent-coordinator[server]'") from None
     from agent_coordinator.shell.server import TOKENS_ENV, tokens_from_environment
 
     try:

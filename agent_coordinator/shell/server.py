@@ -19,7 +19,9 @@ API (JSON; the OpenAPI schema at ``/openapi.json`` comes from the models below, 
   ``GET /runs/{id}/events`` and ``GET /runs/{id}/events/stream`` (Server-Sent Events);
 * ``POST /runs/{id}/approve`` and ``/reject`` (a note; the approver is the token's
   name), ``POST /runs/{id}/retry`` (carry on a run that stopped short: ``resume``);
-* ``GET /dead-letters`` and ``POST /dead-letters/replay``.
+* ``GET /dead-letters`` and ``POST /dead-letters/replay``;
+* ``GET /metrics`` -- Prometheus metrics of every run the state records
+  (:mod:`agent_coordinator.shell.metrics`).
 
 Access: bearer tokens from ``$COORDINATOR_API_TOKENS`` (:func:`parse_tokens`), each
 with roles -- ``viewer`` reads, ``operator`` starts, retries and replays,
@@ -43,14 +45,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 from agent_coordinator.core.errors import CoordinatorError, InvalidInput
 from agent_coordinator.core.eventlog import canonical_order
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import StepOutcome, Usage, WorkflowResult, WorkflowStatus
+from agent_coordinator.shell.metrics import RunMetrics
 
 if TYPE_CHECKING:
     from agent_coordinator.shell.session import Session
@@ -435,6 +439,22 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
             return Replayed(replayed=0)
         log.info("%s replays dead letters (%s)", token.name, group or "all groups")
         return Replayed(replayed=await found.replay_dead_letters(group))
+
+    metrics = RunMetrics(
+        event_log,
+        saga,
+        status_of=lambda event: status_of(event, session.workflow_app),
+        mode_of=lambda run_id: record.mode if (record := event_log.run(run_id)) else session.options.mode,
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(token: Annotated[Token, viewer]) -> Response:
+        """Prometheus metrics of every run the state records (see shell/metrics.py)."""
+        found = bus()
+        metrics.dead_letters = len(await found.dead_letters()) if found is not None else None
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(CoordinatorError)
     async def coordinator_error(request: Request, exc: CoordinatorError) -> JSONResponse:

@@ -160,6 +160,23 @@ async def test_the_openapi_schema_matches_its_committed_snapshot(client: httpx.A
     )
 
 
+async def test_metrics_are_read_from_the_event_log(client: httpx.AsyncClient) -> None:
+    await submit_all(client)
+    assert (await client.get("/metrics")).status_code == 401
+    text = (await client.get("/metrics", headers=auth(VIEWER))).text
+    mode = (await client.get("/runs/o-1001", headers=auth(VIEWER))).json()["mode"]
+    for status, count in (("completed", 4), ("compensated", 3), ("awaiting_approval", 1)):
+        line = f'coordinator_runs{{mode="{mode}",status="{status}",workflow="order-fulfilment"}} {count}.0'
+        assert line in text, status
+    assert 'coordinator_step_seconds_count{outcome="failed",step="payment",workflow="order-fulfilment"} 1.0' in text
+    assert (
+        'coordinator_compensations_total{outcome="compensated",step="inventory",workflow="order-fulfilment"} 2.0'
+        in text
+    )
+    assert 'coordinator_events_total{type="OrderPlaced",workflow="order-fulfilment"} 8.0' in text
+    assert 'coordinator_tokens_total{kind="input",step="payment",workflow="order-fulfilment"}' in text
+
+
 def test_tokens_that_are_malformed_are_named_without_their_secret() -> None:
     with pytest.raises(CoordinatorError, match=r"entry 1 \(ada\) is not NAME:ROLE"):
         parse_tokens("ada:approver")
