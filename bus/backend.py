@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from typing import Any, ClassVar
 
 from agent_coordinator.bus.base import BusStats, ClosesOnExit, DeadLetter, Handler, Subscription, subscription_types
+from agent_coordinator.core import telemetry
 from agent_coordinator.core.errors import BusClosed, BusError, MalformedEvent
 from agent_coordinator.core.events import Event
 
@@ -119,7 +120,18 @@ class BusBackend(ClosesOnExit, abc.ABC):
         when the event was not accepted."""
         if self._closed:
             raise BusClosed(f"cannot publish {event.type} {event.id}: the bus is closed; open a new bus to publish")
-        await self._publish(event)
+        with telemetry.span(
+            f"publish {event.type}",
+            kind=telemetry.SpanKind.PRODUCER,
+            parent=event,
+            attributes={
+                "messaging.system": self._kind,
+                "messaging.operation.type": "publish",
+                "messaging.message.id": event.id,
+                "coordinator.workflow_id": event.subject,
+            },
+        ):
+            await self._publish(event)
         self._stats.published += 1
 
     async def subscribe(

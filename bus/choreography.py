@@ -51,6 +51,7 @@ from pydantic import BaseModel
 from agent_coordinator.bus.base import EventBus, Handler, Subscription
 from agent_coordinator.bus.memory import InMemoryBus
 from agent_coordinator.bus.outbox import Deadlines, MemoryDeadlines, OutboxRelay, ParticipantStore
+from agent_coordinator.core import telemetry
 from agent_coordinator.core.errors import BusClosed, BusError, CoordinatorError, UntrustedEvent
 from agent_coordinator.core.eventlog import EventLog, MemoryEventLog, causal_order
 from agent_coordinator.core.events import Event
@@ -351,7 +352,19 @@ class Choreographer:
                 return
             in_hand.add(event.id)
             try:
-                await handle_once(event)
+                # A child of the event's own span: one order is one trace, across processes.
+                with telemetry.span(
+                    f"process {event.type}",
+                    kind=telemetry.SpanKind.CONSUMER,
+                    parent=event,
+                    attributes={
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": group,
+                        "messaging.message.id": event.id,
+                        "coordinator.workflow_id": event.subject,
+                    },
+                ):
+                    await handle_once(event)
             finally:
                 in_hand.discard(event.id)
 
@@ -550,8 +563,14 @@ class Choreographer:
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
         await self._watch(workflow_id)
-        await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
-        events = await self._wait(workflow_id)
+        # The run's span, in the caller's trace: the start event carries it, so every
+        # participant's span of this order descends from it, in whichever process.
+        with telemetry.span(
+            f"run {self.runner.workflow.name}",
+            attributes={"coordinator.workflow_id": workflow_id, "coordinator.mode": self.mode},
+        ):
+            await self.publish(self.saga.started(workflow_id, input.model_dump(mode="json")), run_id=self.run_id)
+            events = await self._wait(workflow_id)
         return await self._unwatch(
             workflow_id, self.saga.result(workflow_id, events, mode=self.mode, duration_ms=_ms(started))
         )

@@ -37,6 +37,7 @@ from typing import Any, Final, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from agent_coordinator.core.errors import MalformedEvent
+from agent_coordinator.core.telemetry import current_traceparent
 
 __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",
@@ -200,6 +201,12 @@ class EventFactory:
         else:
             trace_id = hashlib.sha256(f"{self.seed}|{subject}".encode()).hexdigest()[:32]
         span_id = event_id.replace("-", "")[:16]
+        traceparent = f"00-{trace_id}-{span_id}-01"
+        if not isinstance(self.clock, LogicalClock):
+            # Minted inside a recording span: the event carries that span, so whoever
+            # acts on it continues the very trace (core/telemetry.py). A logical clock
+            # keeps the derived ids: the same inputs give the same bytes.
+            traceparent = current_traceparent() or traceparent
         event = Event(
             id=event_id,
             source=source,
@@ -208,7 +215,7 @@ class EventFactory:
             time=self.clock.event_time(cause),
             data=data or {},
             causation_id=cause.id if cause is not None else None,
-            traceparent=f"00-{trace_id}-{span_id}-01",
+            traceparent=traceparent,
         )
         if self.signer is not None and signed_by is not None:
             return self.signer.sign(event, as_=signed_by)

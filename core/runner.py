@@ -38,6 +38,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
+from agent_coordinator.core import telemetry
 from agent_coordinator.core.agent import Agent
 from agent_coordinator.core.context import ToolCallContext
 from agent_coordinator.core.errors import (
@@ -90,6 +91,26 @@ async def ask_model(
 
     Messages quote the provider's error with secrets redacted.
     """
+    name = str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+    with telemetry.span(
+        f"chat {name}",
+        kind=telemetry.SpanKind.CLIENT,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": name, "gen_ai.agent.name": who},
+    ) as current:
+        try:
+            answer = await _ask(model, messages, backoff=backoff, key=key, who=who)
+        except Exception as exc:
+            telemetry.failed(current, str(exc))
+            raise
+        usage = _usage_of(answer)
+        current.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        current.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        return answer
+
+
+async def _ask(
+    model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, backoff: Backoff, key: str, who: str
+) -> AIMessage:
     for attempt in range(1, backoff.max_attempts + 1):
         try:
             answer = await model.ainvoke(messages)
@@ -190,6 +211,23 @@ class StepRunner:
         :func:`ask_model`, or still silent when the step's time runs out) comes back
         as :meth:`model_unavailable` says.
         """
+        attributes = {"coordinator.workflow_id": workflow_id, "coordinator.step": step.name}
+        with telemetry.span(f"step {step.name}", attributes=attributes | {"gen_ai.agent.name": step.agent}) as current:
+            report = await self._perform_in_time(step, workflow_id=workflow_id, input=input, results=results)
+            outcome = "stopped" if report.stopped else "ok" if report.ok else "failed"
+            current.set_attribute("coordinator.outcome", outcome)
+            if not report.ok:
+                telemetry.failed(current, report.reason or "failed")
+            return report
+
+    async def _perform_in_time(
+        self,
+        step: Step,
+        *,
+        workflow_id: str,
+        input: Mapping[str, Any],
+        results: Mapping[str, Mapping[str, Any]],
+    ) -> StepReport:
         timeout = self.settings.step_timeout
         in_flight: dict[str, Any] = {}
         try:
@@ -393,7 +431,12 @@ class StepRunner:
             accepted = _schema_fields(tool)
             arguments = {k: v for k, v in result.items() if accepted is None or k in accepted}
         context = ToolCallContext(workflow_id, step.name, step.compensation)
-        return await self._call_tool(tool, arguments, context, self.settings.compensation_retries)
+        attributes = {"coordinator.workflow_id": workflow_id, "coordinator.step": step.name}
+        with telemetry.span(f"compensate {step.name}", attributes=attributes) as current:
+            report = await self._call_tool(tool, arguments, context, self.settings.compensation_retries)
+            if not report.ok:
+                telemetry.failed(current, report.reason or "failed")
+            return report
 
     # -- parts -------------------------------------------------------------------------
 
@@ -419,6 +462,22 @@ class StepRunner:
         self, tool: BaseTool, arguments: Mapping[str, Any], context: ToolCallContext, backoff: Backoff
     ) -> StepReport:
         """Call ``tool``, retrying transient failures; never raises for a step failure."""
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool.name,
+            "coordinator.workflow_id": context.workflow_id,
+            "coordinator.step": context.step,
+        }
+        with telemetry.span(f"execute_tool {tool.name}", attributes=attributes) as current:
+            report = await self._call_tool_retrying(tool, arguments, context, backoff)
+            current.set_attribute("coordinator.tool_calls", report.usage.tool_calls)
+            if not report.ok:
+                telemetry.failed(current, report.reason or "failed")
+            return report
+
+    async def _call_tool_retrying(
+        self, tool: BaseTool, arguments: Mapping[str, Any], context: ToolCallContext, backoff: Backoff
+    ) -> StepReport:
         calls = 0
         reason = ""
         for attempt in range(1, backoff.max_attempts + 1):

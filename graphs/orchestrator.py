@@ -57,6 +57,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel
 from typing_extensions import TypedDict  # typing's TypedDict on 3.11 defeats pydantic's schemas (LangGraph's API)
 
+from agent_coordinator.core import telemetry
 from agent_coordinator.core.errors import CoordinatorError, ModelUnavailable, WorkflowDefinitionError
 from agent_coordinator.core.eventlog import EventLog, MemoryEventLog
 from agent_coordinator.core.events import Event
@@ -385,12 +386,23 @@ class Orchestrator:
         on (see :meth:`resume`)."""
         started = time.perf_counter()
         workflow_id = self.runner.workflow.workflow_id(input)
-        snapshot = await self.graph.aget_state(self._config(workflow_id))
-        if snapshot.values.get("last") or self.event_log.events(workflow_id):
-            return await self._carry_on(workflow_id, snapshot, started)
-        first = self.saga.started(workflow_id, input.model_dump(mode="json"))
-        self.event_log.append([first], run_id=self.run_id)
-        return await self._start(first, started)
+        logged = self.event_log.events(workflow_id)
+        # A new run joins the caller's trace (its start event carries the run's span);
+        # a run carried on continues the trace its start event began.
+        with self._span(workflow_id, logged):
+            snapshot = await self.graph.aget_state(self._config(workflow_id))
+            if snapshot.values.get("last") or logged:
+                return await self._carry_on(workflow_id, snapshot, started)
+            first = self.saga.started(workflow_id, input.model_dump(mode="json"))
+            self.event_log.append([first], run_id=self.run_id)
+            return await self._start(first, started)
+
+    def _span(self, workflow_id: str, logged: list[Event]) -> Any:
+        return telemetry.span(
+            f"run {self.runner.workflow.name}",
+            attributes={"coordinator.workflow_id": workflow_id, "coordinator.mode": self.mode},
+            parent=logged[0] if logged else None,
+        )
 
     async def resume(self, workflow_id: str) -> WorkflowResult:
         """Carry on a run that stopped short (after a crash, say) until it ends or
@@ -405,8 +417,9 @@ class Orchestrator:
         again. Raises CoordinatorError when nothing is known of ``workflow_id``.
         """
         started = time.perf_counter()
-        snapshot = await self.graph.aget_state(self._config(workflow_id))
-        return await self._carry_on(workflow_id, snapshot, started)
+        with self._span(workflow_id, self.event_log.events(workflow_id)):
+            snapshot = await self.graph.aget_state(self._config(workflow_id))
+            return await self._carry_on(workflow_id, snapshot, started)
 
     async def decide(self, workflow_id: str, decision: Mapping[str, Any]) -> WorkflowResult:
         """Answer a pending approval of ``workflow_id`` and carry the run on."""
@@ -414,7 +427,8 @@ class Orchestrator:
         logged = self.event_log.events(workflow_id)
         if not any(task.interrupts for task in snapshot.tasks) or not logged or not self.saga.is_pause(logged[-1].type):
             raise CoordinatorError(f"{workflow_id!r} is not waiting for an approval; see `coordinator status`")
-        return await self._invoke(workflow_id, Command(resume=dict(decision)), time.perf_counter())
+        with self._span(workflow_id, logged):
+            return await self._invoke(workflow_id, Command(resume=dict(decision)), time.perf_counter())
 
     async def _carry_on(self, workflow_id: str, snapshot: Any, started: float) -> WorkflowResult:
         logged = self.event_log.events(workflow_id)

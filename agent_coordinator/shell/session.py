@@ -251,6 +251,22 @@ def default_deadline(workflow: Workflow, settings: RunSettings) -> float:
     return (len(workflow.steps) + 1) * (settings.step_timeout or 120.0)
 
 
+_telemetry_configured = False
+
+
+def _configure_telemetry(options: SessionOptions) -> None:
+    """Export spans when the standard ``OTEL_*`` variables ask for it (once per
+    process); the service is named after what this process is, unless
+    ``OTEL_SERVICE_NAME`` says."""
+    global _telemetry_configured
+    if _telemetry_configured:
+        return
+    from agent_coordinator.core.telemetry import configure_from_environment
+
+    what = ", ".join(options.participants) if options.participants else options.mode
+    _telemetry_configured = configure_from_environment(f"agent-coordinator {what}")
+
+
 @asynccontextmanager
 async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
     """Build the environment, state, bus and coordinator ``options`` describe.
@@ -258,6 +274,7 @@ async def open_session(options: SessionOptions) -> AsyncIterator[Session]:
     Everything that can make the session unusable (the app, its parameters, the state
     directory, the event log, the services, the checkpointer, the bus) is reported
     as one message with exit code 2 before anything runs."""
+    _configure_telemetry(options)
     workflow_app = load_workflow_app(options.workflow)
     workflow = workflow_app.workflow
     try:
