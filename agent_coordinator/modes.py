@@ -144,6 +144,9 @@ async def open_coordinator(
     keys: Keyring | None = None,
     lock: RunLock | None = None,
     queue: RunQueue | None = None,
+    callbacks: Sequence[Any] = (),
+    tags: Sequence[str] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> AsyncIterator[Coordinator]:
     """:func:`agent_coordinator.core.run.open_coordinator`, with ``mode`` also given by
     name (``"orchestration"`` or ``"choreography"``, everything in memory)::
@@ -162,6 +165,9 @@ async def open_coordinator(
         keys=keys,
         lock=lock,
         queue=queue,
+        callbacks=callbacks,
+        tags=tags,
+        metadata=metadata,
     ) as coordinator:
         yield coordinator
 

@@ -357,6 +357,9 @@ async def open_coordinator(
     keys: Keyring | None = None,
     lock: RunLock | None = None,
     queue: RunQueue | None = None,
+    callbacks: Sequence[Any] = (),
+    tags: Sequence[str] = (),
+    metadata: dict[str, Any] | None = None,
 ) -> AsyncIterator[Coordinator]:
     """The :class:`Coordinator` of ``workflow`` run by ``agents`` in ``mode``, closed on exit.
 
@@ -371,7 +374,11 @@ async def open_coordinator(
     * ``lock`` (a :class:`RunLock`) -- held while this process advances a run, so
       that processes sharing the state never advance one run at once;
     * ``queue`` (a :class:`RunQueue`) -- where :meth:`Coordinator.submit` sends runs
-      for workers.
+      for workers;
+    * ``callbacks``, ``tags``, ``metadata`` -- LangChain's: passed to every model and
+      tool run, whose metadata also names the workflow id (and ``thread_id``), step
+      and agent; with callbacks (or LangSmith tracing by environment) tool calls go
+      through LangChain so that they are traced too.
 
     Raises :class:`~agent_coordinator.core.errors.WorkflowDefinitionError` when the
     workflow and agents don't fit.
@@ -384,7 +391,7 @@ async def open_coordinator(
     own_log = event_log is None
     event_log = event_log if event_log is not None else MemoryEventLog()
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
-    runner = StepRunner(workflow, agents, settings=settings)
+    runner = StepRunner(workflow, agents, settings=settings, callbacks=callbacks, tags=tags, metadata=metadata)
     saga = Saga(workflow, factory=EventFactory(seed=settings.seed, clock=clock, signer=keys))
     async with mode.open(runner, saga, event_log=event_log, run_id=run_id, keys=keys) as engine:
         yield Coordinator(

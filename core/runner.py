@@ -30,11 +30,13 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ValidationError
 
@@ -75,7 +77,13 @@ ATTENTION_AFTER_OUTAGE = (
 
 
 async def ask_model(
-    model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, backoff: Backoff, key: str, who: str
+    model: Runnable[Any, BaseMessage],
+    messages: list[BaseMessage],
+    *,
+    backoff: Backoff,
+    key: str,
+    who: str,
+    config: RunnableConfig | None = None,
 ) -> AIMessage:
     """One answer of ``model`` to ``messages``; failed calls that may pass are retried
     with ``backoff`` (``key`` names the call for jitter and logs; ``who`` the model's
@@ -89,7 +97,8 @@ async def ask_model(
         StepError: the call failed for this request alone (a request the provider
             rejects, a cassette replay miss) or the answer is not an AIMessage.
 
-    Messages quote the provider's error with secrets redacted.
+    Messages quote the provider's error with secrets redacted. ``config`` (callbacks,
+    tags, metadata) goes to the model's ``ainvoke``.
     """
     name = str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
     with telemetry.span(
@@ -98,7 +107,7 @@ async def ask_model(
         attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": name, "gen_ai.agent.name": who},
     ) as current:
         try:
-            answer = await _ask(model, messages, backoff=backoff, key=key, who=who)
+            answer = await _ask(model, messages, backoff=backoff, key=key, who=who, config=config)
         except Exception as exc:
             telemetry.failed(current, str(exc))
             raise
@@ -109,11 +118,17 @@ async def ask_model(
 
 
 async def _ask(
-    model: Runnable[Any, BaseMessage], messages: list[BaseMessage], *, backoff: Backoff, key: str, who: str
+    model: Runnable[Any, BaseMessage],
+    messages: list[BaseMessage],
+    *,
+    backoff: Backoff,
+    key: str,
+    who: str,
+    config: RunnableConfig | None,
 ) -> AIMessage:
     for attempt in range(1, backoff.max_attempts + 1):
         try:
-            answer = await model.ainvoke(messages)
+            answer = await model.ainvoke(messages, config=config)
         except Exception as exc:  # a provider's own error types are unknown here
             # Provider messages may quote a key; they go to logs and events only redacted.
             detail = redact_secrets(f"{type(exc).__name__}: {exc}")
@@ -155,9 +170,24 @@ class StepRunner:
     runs: it holds no per-run state.
     """
 
-    def __init__(self, workflow: Workflow, agents: Sequence[Agent], *, settings: RunSettings | None = None) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        agents: Sequence[Agent],
+        *,
+        settings: RunSettings | None = None,
+        callbacks: Sequence[BaseCallbackHandler] = (),
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.workflow = workflow
         self.settings = settings or RunSettings()
+        # LangChain's tracing (callbacks; LangSmith by environment) sees every model
+        # and tool run with the workflow id, step and agent in its metadata.
+        self.callbacks = list(callbacks)
+        self.tags = list(tags)
+        self.metadata = dict(metadata or {})
+        self._traced = bool(self.callbacks) or _tracing_by_environment()
         self.agents: dict[str, Agent] = {}
         for agent in agents:
             if agent.name in self.agents:
@@ -358,6 +388,7 @@ class StepRunner:
                     backoff=self.settings.tool_retries,
                     key=f"{workflow_id}/{step.name}/model",
                     who=f"agent {agent.name!r}",
+                    config=self.run_config(workflow_id, step.name, agent.name),
                 )
             except ModelUnavailable as exc:
                 return self.model_unavailable(exc.reason, usage=usage, rejections=tuple(rejections))
@@ -440,10 +471,31 @@ class StepRunner:
 
     # -- parts -------------------------------------------------------------------------
 
+    def run_config(self, workflow_id: str, step: str, agent: str) -> RunnableConfig:
+        """The LangChain config of a model or tool run: the caller's callbacks and tags,
+        and metadata naming the workflow id (also as ``thread_id``: LangSmith groups a
+        workflow's runs, from every process, into one thread), step and agent."""
+        config: RunnableConfig = {
+            "tags": [*self.tags, f"agent:{agent}", f"step:{step}"],
+            "metadata": {
+                **self.metadata,
+                "workflow": self.workflow.name,
+                "workflow_id": workflow_id,
+                "thread_id": workflow_id,
+                "step": step,
+                "agent": agent,
+            },
+            "run_name": f"{agent}: {step}",
+        }
+        if self.callbacks:
+            config["callbacks"] = self.callbacks
+        return config
+
     def _direct(self, tool: BaseTool) -> _DirectCall | None:
         """A way to await ``tool``'s coroutine without LangChain's per-call machinery,
-        or None when ``tool`` must go through ``ainvoke`` (see ``direct_tool_calls``)."""
-        if not self.settings.direct_tool_calls:
+        or None when ``tool`` must go through ``ainvoke`` (see ``direct_tool_calls``;
+        a traced runner always goes through it, so that tool runs are traced too)."""
+        if not self.settings.direct_tool_calls or self._traced:
             return None
         key = id(tool)  # the agents hold their tools for the runner's lifetime: ids stay unique
         if key not in self._direct_calls:
@@ -487,7 +539,10 @@ class StepRunner:
                 if direct is not None:
                     output = await direct(arguments, context)
                 else:
-                    output = await tool.ainvoke(dict(arguments), config=context.as_config())
+                    config = self.run_config(context.workflow_id, context.step, self._owner_of(context.step))
+                    config["configurable"] = context.as_config()["configurable"]
+                    config["run_name"] = tool.name
+                    output = await tool.ainvoke(dict(arguments), config=config)
             except StepError as exc:
                 reason = exc.reason
                 if not exc.retryable:
@@ -515,6 +570,14 @@ class StepRunner:
             usage=Usage(tool_calls=calls),
             uncertain=True,  # only a timed-out step's settling reads this
         )
+
+    def _owner_of(self, step: str) -> str:
+        return next((s.agent for s in self.workflow.steps if s.name == step), "?")
+
+
+def _tracing_by_environment() -> bool:
+    """Whether LangSmith traces this process by its environment variables."""
+    return any(os.environ.get(v, "").lower() == "true" for v in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"))
 
 
 _DirectCall = Callable[[Mapping[str, Any], ToolCallContext], Awaitable[Any]]
