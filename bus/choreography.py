@@ -351,6 +351,7 @@ class Choreographer:
                 # delivery. (If the copy in hand fails, the bus redelivers it.)
                 return
             in_hand.add(event.id)
+            began = time.perf_counter()
             try:
                 # A child of the event's own span: one order is one trace, across processes.
                 with telemetry.span(
@@ -364,14 +365,31 @@ class Choreographer:
                         "coordinator.workflow_id": event.subject,
                     },
                 ):
-                    await handle_once(event)
+                    emitted = await handle_once(event)
             finally:
                 in_hand.discard(event.id)
+            nxt = table[event.type]
+            log.info(
+                "%s handled %s of %s: %s",
+                group,
+                event.type,
+                event.subject,
+                emitted.type if emitted is not None else "nothing to emit",
+                extra={
+                    "workflow_id": event.subject,
+                    "event": event.type,
+                    "participant": group,
+                    "step": nxt.step.name if nxt.step is not None else None,
+                    "outcome": emitted.type if emitted is not None else None,
+                    "duration_ms": round(_ms(began), 1),
+                },
+            )
 
-        async def handle_once(event: Event) -> None:
+        async def handle_once(event: Event) -> Event | None:
+            """Act on ``event`` once; the event emitted (or announced again), if any."""
             if store is not None and await store.handled(group, event.id):
                 inbox.add(event.id)
-                return
+                return None
             # A consequence already in the log (our own before a crash, a concurrent
             # duplicate's, or the deadline's failure of this step) is announced again
             # instead of acting again: its id is deterministic, so downstream it is a
@@ -393,6 +411,7 @@ class Choreographer:
                     assert self.relay is not None
                     self.relay.wake()
             inbox.add(event.id)
+            return emitted
 
         return handle
 

@@ -28,6 +28,7 @@ publish to the broker must not start runs.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
@@ -113,7 +114,17 @@ class BusRunQueue:
 
         async def handle(event: Event) -> None:
             item = self._input(event)
+            began = time.perf_counter()
             result = await carry(item)
-            log.info("run %s: %s", result.workflow_id, result.status.value)
+            log.info(
+                "run %s: %s",
+                result.workflow_id,
+                result.status.value,
+                extra={
+                    "workflow_id": result.workflow_id,
+                    "status": result.status.value,
+                    "duration_ms": round((time.perf_counter() - began) * 1000, 1),
+                },
+            )
 
         return await self.bus.subscribe(self.group, [RUN_SUBMITTED], handle, concurrency=concurrency)

@@ -46,6 +46,7 @@ from agent_coordinator.core.postgres import redact_url
 from agent_coordinator.core.results import WorkflowResult, WorkflowStatus
 from agent_coordinator.shell.console import console, errors, fail
 from agent_coordinator.shell.inputs import DEFAULT_MAX_INPUT_BYTES, InputProblem, iter_inputs, read_inputs
+from agent_coordinator.shell.logs import configure_logging
 from agent_coordinator.shell.options import (
     DEFAULT_APP,
     BusOption,
@@ -54,6 +55,8 @@ from agent_coordinator.shell.options import (
     ConcurrencyOption,
     DeadlineOption,
     FailOn,
+    LogFormatOption,
+    LogLevelOption,
     ModelOption,
     ModeOption,
     NoteOption,
@@ -675,6 +678,8 @@ def worker(
     on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
     state: StateOption = None,
     state_directory: StateDirOption = None,
+    log_level: LogLevelOption = "warning",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run one choreography participant, or one orchestration worker, as its own
     process, until SIGTERM or Ctrl-C.
@@ -689,6 +694,7 @@ def worker(
     """
     if bus.startswith("memory:"):
         raise fail(f"--bus {bus}: a worker needs a broker other processes share; pass --bus amqp://... or nats://...")
+    configure_logging(log_level, log_format)
     if mode == "orchestration":
         if participant is not None:
             raise fail(
@@ -894,6 +900,8 @@ def serve(
     replay: ReplayOption = None,
     on_model_unavailable: OnModelUnavailableOption = OnModelUnavailable.stop,
     state_directory: StateDirOption = None,
+    log_level: LogLevelOption = "warning",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Serve the workflow app's runs over HTTP: a JSON API and a dashboard, until
     SIGTERM or Ctrl-C.
@@ -912,6 +920,8 @@ def serve(
     except ImportError as exc:
         raise fail(f"the server needs {exc.name}: pip install 'agent-coordinator[server]'") from None
     from agent_coordinator.shell.server import TOKENS_ENV, tokens_from_environment
+
+    configure_logging(log_level, log_format)
 
     try:
         tokens = tokens_from_environment()

@@ -71,6 +71,16 @@ def _choice(what: str, choices: Sequence[str], help: str) -> Any:
 ModeOption = Annotated[str, _choice("mode", MODES, "coordination mode")]
 
 
+LogLevelOption = Annotated[
+    str, _choice("log level", ("debug", "info", "warning", "error"), "log records of this level and above (stderr)")
+]
+
+
+LogFormatOption = Annotated[
+    str, _choice("log format", ("text", "json"), "text, or one JSON object per line (a handled event's fields)")
+]
+
+
 SeedOption = Annotated[
     int | None,
     typer.Option(help="seed for event ids, retry jitter and sandbox faults (default 0); also derives the run id"),
