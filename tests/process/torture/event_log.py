@@ -35,6 +35,8 @@ __all__ = [
 
 TERMINAL = frozenset({"OrderCompleted", "OrderCancelled"})
 POLL_S = 0.005
+#: Rows re-read behind the last seq seen (see EventLogWatcher.poll).
+LOOKBACK = 500
 
 
 def is_compensation(event_type: str) -> bool:
@@ -160,16 +162,18 @@ class EventLogWatcher:
 
     def poll(self) -> None:
         """Read what was appended since the last poll."""
-        rows = self._reader.rows(
-            "SELECT seq, id, subject, type FROM {events} WHERE seq > ? ORDER BY seq", (self.last_seq,)
-        )
+        # Look back a little: PostgreSQL hands out seq numbers before commit, so a row
+        # with a lower seq may become visible after a higher one was read (SQLite
+        # serializes its writers). Rows seen already are skipped by id below.
+        after = (self.last_seq - LOOKBACK,)
+        rows = self._reader.rows("SELECT seq, id, subject, type FROM {events} WHERE seq > ? ORDER BY seq", after)
         runs = self._reader.rows("SELECT COUNT(*) FROM {runs}")
         if rows is None or runs is None:
             return
         self.runs = int(runs[0][0])
         now = time.monotonic()
         for seq, event_id, subject, event_type in rows:
-            self.last_seq = seq
+            self.last_seq = max(self.last_seq, seq)
             if event_id in self.seen:
                 continue
             self.seen.add(event_id)
