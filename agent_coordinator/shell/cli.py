@@ -79,6 +79,8 @@ from agent_coordinator.shell.options import (
     WorkersOption,
     WorkflowOption,
     a_or_an,
+    broker_url,
+    bus_spec,
     check_run_id,
     check_submit,
     derive_run_id,
@@ -212,6 +214,7 @@ def run(
         },
     )
     state = state_spec(state, mode=mode)
+    bus = bus_spec(bus, applies=mode == "choreography" or submit)
     if submit:
         check_submit(mode, bus, state)
     if run_id is not None:
@@ -522,7 +525,7 @@ def resume(
                     mode=mode,
                     workflow=spec,
                     state=state if mode == "orchestration" or is_shared_state(state) else None,
-                    bus=(bus or "memory://") if mode == "choreography" else "memory://",
+                    bus=(bus_spec(bus, applies=True) or "memory://") if mode == "choreography" else "memory://",
                     deadline=deadline if mode == "choreography" else None,
                     **common,
                 ),
@@ -581,6 +584,7 @@ def _decide(
     why = f"{workflow_id} is {a_or_an(mode)} run"
     refuse_inapplicable(mode, {"--bus": bus, "--state": state}, why=why)
     state = state_spec(state, mode=mode)
+    bus = bus_spec(bus, applies=mode == "choreography")
     options = SessionOptions(
         mode=mode,
         workflow=resolved.spec,
@@ -661,9 +665,13 @@ def worker(
     ] = None,
     mode: ModeOption = "choreography",
     bus: Annotated[
-        str,
-        typer.Option("--bus", help="the broker the participants share: amqp://... or nats://..."),
-    ] = "amqp://guest:guest@127.0.0.1:5672/",
+        str | None,
+        typer.Option(
+            "--bus",
+            help="the broker the workers share: amqp://... or nats://... (default: $COORDINATOR_BUS, "
+            "else RabbitMQ on 127.0.0.1)",
+        ),
+    ] = None,
     bus_prefix: BusPrefixOption = "",
     seed: Annotated[int, typer.Option(help="seed for event ids and retry jitter (as the run's)")] = 0,
     services: ServicesOption = None,
@@ -692,6 +700,7 @@ def worker(
     last checkpoint. On SIGTERM a worker stops taking work, finishes what it has in
     hand, and exits.
     """
+    bus = broker_url(bus)
     if bus.startswith("memory:"):
         raise fail(f"--bus {bus}: a worker needs a broker other processes share; pass --bus amqp://... or nats://...")
     configure_logging(log_level, log_format)
@@ -784,8 +793,11 @@ def compare(
 @app.command("dead-letters")
 def dead_letters(
     bus: Annotated[
-        str, typer.Option("--bus", help="the broker to read: amqp://... or nats://... (default: RabbitMQ on 127.0.0.1)")
-    ] = "amqp://guest:guest@127.0.0.1:5672/",
+        str | None,
+        typer.Option(
+            "--bus", help="the broker to read: amqp://... or nats://... (default: $COORDINATOR_BUS, else RabbitMQ)"
+        ),
+    ] = None,
     bus_prefix: BusPrefixOption = "",
     workflow: Annotated[
         str, typer.Option(help="the WorkflowApp whose broker names to read, as package.module:attribute")
@@ -798,9 +810,10 @@ def dead_letters(
     from agent_coordinator.bus import bus_namespace, open_bus
 
     namespace = bus_namespace(load_workflow_app(workflow).workflow.name, bus_prefix)
+    url = broker_url(bus)
 
     async def act() -> None:
-        broker = open_bus(bus, namespace=namespace)
+        broker = open_bus(url, namespace=namespace)
         try:
             letters = [d for d in await broker.dead_letters() if group is None or d.group == group]
             if json_output:
@@ -940,6 +953,7 @@ def serve(
     }
     refuse_inapplicable(mode, inapplicable)
     state = state_spec(state, mode=mode)
+    bus = bus_spec(bus, applies=mode == "choreography" or is_shared_state(state))
     queued = mode == "orchestration" and bus is not None
     if queued:
         check_submit(mode, bus, state, what="serving orchestration runs to workers (--bus)")

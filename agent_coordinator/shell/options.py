@@ -51,6 +51,28 @@ def state_spec(explicit: str | None, *, mode: str | None = None) -> str | None:
     return None
 
 
+BUS_ENV = "COORDINATOR_BUS"
+
+#: The broker a worker or dead-letters uses when neither --bus nor $COORDINATOR_BUS says.
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def bus_spec(explicit: str | None, *, applies: bool) -> str | None:
+    """``--bus``, else ``$COORDINATOR_BUS`` where a bus means something (``applies``:
+    choreography, orchestration shared out to workers) -- a deployment sets it once
+    for all its processes, and an orchestration run of its own must not refuse to
+    start over it."""
+    if explicit:
+        return explicit
+    return (os.environ.get(BUS_ENV) or None) if applies else None
+
+
+def broker_url(explicit: str | None) -> str:
+    """The broker of a command that always needs one (``worker``, ``dead-letters``):
+    ``--bus``, else ``$COORDINATOR_BUS``, else :data:`DEFAULT_BROKER`."""
+    return explicit or os.environ.get(BUS_ENV) or DEFAULT_BROKER
+
+
 def is_shared_state(spec: str | None) -> bool:
     """Whether ``spec`` puts all the state several processes share in one database
     (a PostgreSQL URL) rather than in the state directory."""
@@ -129,7 +151,9 @@ StateOption = Annotated[
 BusOption = Annotated[
     str | None,
     typer.Option(
-        "--bus", help="choreography event bus: amqp://... or nats://... (default: memory://, this process only)"
+        "--bus",
+        help="event bus: amqp://... or nats://... (choreography; orchestration shared out to workers); "
+        "default: $COORDINATOR_BUS, else memory:// (this process only)",
     ),
 ]
 
