@@ -38,6 +38,7 @@ import hmac
 import json
 import logging
 import os
+import string
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
@@ -460,21 +461,27 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
     async def coordinator_error(request: Request, exc: CoordinatorError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    pages = {"/": "runs.html", "/ui/approvals": "approvals.html", "/ui/attention": "attention.html"}
-    pages["/ui/dead-letters"] = "dead-letters.html"
+    # page name -> (route, title); each page is the layout around its own part
+    pages = {
+        "runs": ("/", "Runs"),
+        "run": ("/ui/runs/{workflow_id}", "Run"),
+        "approvals": ("/ui/approvals", "Approvals"),
+        "attention": ("/ui/attention", "Needs attention"),
+        "dead-letters": ("/ui/dead-letters", "Dead letters"),
+    }
+    layout = string.Template((DASHBOARD / "layout.html").read_text(encoding="utf-8"))
 
-    def page(file: str) -> Any:
-        async def serve() -> FileResponse:
-            return FileResponse(DASHBOARD / file, media_type="text/html")
+    def page(name: str, title: str) -> Any:
+        part = (DASHBOARD / f"{name}.part.html").read_text(encoding="utf-8").split("\n", 1)[1]  # after its comment
+        html = layout.substitute(page=name, title=title, body="\n" + part.rstrip("\n"))
+
+        async def serve() -> HTMLResponse:
+            return HTMLResponse(html)
 
         return serve
 
-    for path, file in pages.items():
-        app.get(path, include_in_schema=False)(page(file))
-
-    @app.get("/ui/runs/{workflow_id}", include_in_schema=False)
-    async def run_page(workflow_id: str) -> FileResponse:
-        return FileResponse(DASHBOARD / "run.html", media_type="text/html")
+    for name, (route, title) in pages.items():
+        app.get(route, include_in_schema=False)(page(name, title))
 
     @app.get("/ui/static/{name}", include_in_schema=False)
     async def static(name: str) -> FileResponse:

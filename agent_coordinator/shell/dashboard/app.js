@@ -139,7 +139,7 @@ async function approvalsPage() {
   for (const r of page.runs) {
     if (!decided.has(r.workflow_id)) {
       const detail = await api(`/runs/${encodeURIComponent(r.workflow_id)}`);
-      decided.set(r.workflow_id, row([runLink(r.workflow_id), r.waiting_for, detail.approval ? detail.approval.reason : "", "", decisionButtons(r.workflow_id)]));
+      decided.set(r.workflow_id, row([runLink(r.workflow_id), r.waiting_for, detail.approval ? detail.approval.reason : "", decisionButtons(r.workflow_id)]));
     }
     rows.push(decided.get(r.workflow_id));
   }
