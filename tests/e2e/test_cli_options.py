@@ -45,7 +45,7 @@ def help_of(cli: CliRunner, *command: str) -> str:
 def test_help_texts_say_what_the_commands_do(cli: CliRunner) -> None:
     for command in ("worker", "dead-letters"):
         assert "memory:// (default)" not in help_of(cli, command)
-        assert "default: amqp://guest:guest@127.0.0.1:5672/" in help_of(cli, command)
+        assert "default: $COORDINATOR_BUS, else RabbitMQ" in help_of(cli, command)
     assert "print one JSON line per dead letter" in help_of(cli, "dead-letters")
     assert "print the report as one JSON document" in help_of(cli, "compare")
     assert "one JSON object per run" not in help_of(cli, "compare") + help_of(cli, "dead-letters")
