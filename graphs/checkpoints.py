@@ -37,10 +37,11 @@ from typing import Any
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agent_coordinator.core import telemetry
 from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.postgres import acquire_migration_lock, redact_url
 
-__all__ = ["checkpoint_version", "describe_state", "open_checkpointer"]
+__all__ = ["checkpoint_version", "describe_state", "open_checkpointer", "traced"]
 
 
 def describe_state(spec: str | None, *, state_dir: Path) -> str:
@@ -196,3 +197,30 @@ async def checkpoint_version(url: str) -> int | None:
             "check that the server runs and the database exists"
         ) from exc
     return None if latest is None or latest[0] is None else int(latest[0])
+
+
+def traced(saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
+    """``saver`` with a span around each checkpoint write (``checkpoint write``: a
+    superstep's checkpoint; ``checkpoint writes``: a task's pending writes), in the
+    trace of the run being advanced. The instance's own methods are wrapped, so any
+    saver -- memory, SQLite, PostgreSQL, a caller's -- is traced the same; wrapping
+    twice is a no-op."""
+    if getattr(saver, "_coordinator_traced", False):
+        return saver
+    put, put_writes = saver.aput, saver.aput_writes
+
+    def attributes(config: Any) -> dict[str, Any]:
+        return {"coordinator.workflow_id": (config.get("configurable") or {}).get("thread_id")}
+
+    async def aput(config: Any, *args: Any, **kwargs: Any) -> Any:
+        with telemetry.span("checkpoint write", attributes=attributes(config)):
+            return await put(config, *args, **kwargs)
+
+    async def aput_writes(config: Any, *args: Any, **kwargs: Any) -> Any:
+        with telemetry.span("checkpoint writes", attributes=attributes(config)):
+            return await put_writes(config, *args, **kwargs)
+
+    saver.aput = aput  # type: ignore[method-assign]
+    saver.aput_writes = aput_writes  # type: ignore[method-assign]
+    saver._coordinator_traced = True  # type: ignore[attr-defined]
+    return saver

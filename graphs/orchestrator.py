@@ -64,6 +64,7 @@ from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import Usage, WorkflowResult
 from agent_coordinator.core.runner import StepRunner
 from agent_coordinator.core.saga import OWNER, Action, NextAction, Saga, StepReport
+from agent_coordinator.graphs.checkpoints import traced
 from agent_coordinator.graphs.supervisor import ModelSupervisor
 
 if TYPE_CHECKING:
@@ -369,7 +370,10 @@ class Orchestrator:
         self.run_id = run_id
         self.event_log: EventLog = event_log if event_log is not None else MemoryEventLog()
         self._forget_ended = checkpointer is None
-        self.checkpointer: BaseCheckpointSaver[Any] = checkpointer if checkpointer is not None else InMemorySaver()
+        # Every checkpoint write gets a span in the run's trace (graphs/checkpoints.py).
+        self.checkpointer: BaseCheckpointSaver[Any] = traced(
+            checkpointer if checkpointer is not None else InMemorySaver()
+        )
         self.graph: CompiledStateGraph[RunState, Any, Any, RunState] = build_graph(
             runner, saga, event_log=self.event_log, supervisor=supervisor, parameters=runner.settings.parameters
         ).compile(checkpointer=self.checkpointer, name=runner.workflow.name)

@@ -63,7 +63,7 @@ async def test_each_order_is_one_tree_under_the_callers_span(mode: str, exported
         if mode == "choreography":
             assert "process OrderPlaced" in names and "publish OrderPlaced" in names
         else:
-            assert f"run {ORDER_FULFILMENT.name}" in names
+            assert f"run {ORDER_FULFILMENT.name}" in names and "checkpoint write" in names
         assert all(s.attributes.get("coordinator.workflow_id") in (None, order_id) for s in by_trace[trace_id])
     chats = [s for s in spans if s.name.startswith("chat ")]
     assert all(s.attributes["gen_ai.operation.name"] == "chat" for s in chats)
