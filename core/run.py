@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
@@ -126,7 +126,7 @@ class Coordinator:
 
     def _holding(self, workflow_id: str) -> AbstractAsyncContextManager[None]:
         """The run lock for ``workflow_id`` (nothing to hold without one: one process)."""
-        return self.lock.hold(workflow_id) if self.lock is not None else _nothing()
+        return self.lock.hold(workflow_id) if self.lock is not None else nullcontext()
 
     def _ended(self, result: WorkflowResult) -> WorkflowResult:
         if self._forget_ended and result.status.ended:
@@ -305,11 +305,6 @@ class Coordinator:
                 if maybe is not None:
                     await maybe
         return [r for r in results if r is not None]
-
-
-@asynccontextmanager
-async def _nothing() -> AsyncIterator[None]:
-    yield
 
 
 async def _aiter(inputs: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:

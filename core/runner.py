@@ -101,55 +101,40 @@ async def ask_model(
     tags, metadata) goes to the model's ``ainvoke``.
     """
     name = str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+    # The span records an exception leaving it (and marks itself failed): the messages
+    # raised below are redacted already.
     with telemetry.span(
         f"chat {name}",
         kind=telemetry.SpanKind.CLIENT,
         attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": name, "gen_ai.agent.name": who},
     ) as current:
-        try:
-            answer = await _ask(model, messages, backoff=backoff, key=key, who=who, config=config)
-        except Exception as exc:
-            telemetry.failed(current, str(exc))
-            raise
-        usage = _usage_of(answer)
-        current.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-        current.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
-        return answer
-
-
-async def _ask(
-    model: Runnable[Any, BaseMessage],
-    messages: list[BaseMessage],
-    *,
-    backoff: Backoff,
-    key: str,
-    who: str,
-    config: RunnableConfig | None,
-) -> AIMessage:
-    for attempt in range(1, backoff.max_attempts + 1):
-        try:
-            answer = await model.ainvoke(messages, config=config)
-        except Exception as exc:  # a provider's own error types are unknown here
-            # Provider messages may quote a key; they go to logs and events only redacted.
-            detail = redact_secrets(f"{type(exc).__name__}: {exc}")
-            status = _status_of(exc)
-            if status in _UNUSABLE_STATUSES:
-                raise ModelUnavailable(
-                    f"the model of {who} refused our configuration (HTTP {status}): {detail}; fix the key, "
-                    "permissions or model name"
-                ) from exc
-            if not is_transient_model_error(exc):  # a request refused as such, a replay miss
-                raise StepError(f"model call failed: {detail}") from exc
-            if attempt == backoff.max_attempts:
-                raise ModelUnavailable(
-                    f"the model of {who} could not be reached: {attempt} calls failed, last: {detail}"
-                ) from exc
-            log.warning("model call failed (%s), retrying: %s", key, detail)
-            await asyncio.sleep(backoff.delay(attempt, key=key))
-            continue
-        if not isinstance(answer, AIMessage):
-            raise TransientFailure(f"model returned {type(answer).__name__}, expected an AIMessage")
-        return answer
+        for attempt in range(1, backoff.max_attempts + 1):
+            try:
+                answer = await model.ainvoke(messages, config=config)
+            except Exception as exc:  # a provider's own error types are unknown here
+                # Provider messages may quote a key; they go to logs and events only redacted.
+                detail = redact_secrets(f"{type(exc).__name__}: {exc}")
+                status = _status_of(exc)
+                if status in _UNUSABLE_STATUSES:
+                    raise ModelUnavailable(
+                        f"the model of {who} refused our configuration (HTTP {status}): {detail}; fix the key, "
+                        "permissions or model name"
+                    ) from exc
+                if not is_transient_model_error(exc):  # a request refused as such, a replay miss
+                    raise StepError(f"model call failed: {detail}") from exc
+                if attempt == backoff.max_attempts:
+                    raise ModelUnavailable(
+                        f"the model of {who} could not be reached: {attempt} calls failed, last: {detail}"
+                    ) from exc
+                log.warning("model call failed (%s), retrying: %s", key, detail)
+                await asyncio.sleep(backoff.delay(attempt, key=key))
+                continue
+            if not isinstance(answer, AIMessage):
+                raise TransientFailure(f"model returned {type(answer).__name__}, expected an AIMessage")
+            usage = _usage_of(answer)
+            current.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+            current.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+            return answer
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -211,6 +196,7 @@ class StepRunner:
                 actions[agent.name].append(action)
             if step.compensation is not None:
                 _step_tool(agent, step, step.compensation, "compensation")
+        self._agent_of = {step.name: step.agent for step in workflow.steps}  # a tool call's context names its step
         # By the tool object, not its name: two agents may own different tools of one name.
         self._direct_calls: dict[int, _DirectCall | None] = {}
         # The model only ever sees action tools: compensation is not its decision.
@@ -241,39 +227,35 @@ class StepRunner:
         :func:`ask_model`, or still silent when the step's time runs out) comes back
         as :meth:`model_unavailable` says.
         """
+        timeout = self.settings.step_timeout
+        in_flight: dict[str, Any] = {}
         attributes = {"coordinator.workflow_id": workflow_id, "coordinator.step": step.name}
         with telemetry.span(f"step {step.name}", attributes=attributes | {"gen_ai.agent.name": step.agent}) as current:
-            report = await self._perform_in_time(step, workflow_id=workflow_id, input=input, results=results)
+            try:
+                async with asyncio.timeout(timeout):
+                    report = await self._perform(
+                        step, workflow_id=workflow_id, input=input, results=results, in_flight=in_flight
+                    )
+            except TimeoutError:
+                report = await self._timed_out(step, in_flight)
             outcome = "stopped" if report.stopped else "ok" if report.ok else "failed"
             current.set_attribute("coordinator.outcome", outcome)
             if not report.ok:
                 telemetry.failed(current, report.reason or "failed")
             return report
 
-    async def _perform_in_time(
-        self,
-        step: Step,
-        *,
-        workflow_id: str,
-        input: Mapping[str, Any],
-        results: Mapping[str, Mapping[str, Any]],
-    ) -> StepReport:
+    async def _timed_out(self, step: Step, in_flight: Mapping[str, Any]) -> StepReport:
+        """The report of ``step`` when its time (``settings.step_timeout``) ran out, by
+        what was ``in_flight``."""
         timeout = self.settings.step_timeout
-        in_flight: dict[str, Any] = {}
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._perform(
-                    step, workflow_id=workflow_id, input=input, results=results, in_flight=in_flight
-                )
-        except TimeoutError:
-            if "asking" in in_flight:  # the time ran out waiting for the model: our outage
-                return self.model_unavailable(
-                    f"the model of agent {step.agent!r} gave no answer within the step's timeout of {timeout:g}s"
-                )
-            reason = f"step {step.name!r} took longer than its timeout of {timeout:g}s"
-            if not in_flight:
-                return StepReport(ok=False, reason=reason)
-            return await self._settle_timed_out_call(step, reason, in_flight, timeout)
+        if "asking" in in_flight:  # the time ran out waiting for the model: our outage
+            return self.model_unavailable(
+                f"the model of agent {step.agent!r} gave no answer within the step's timeout of {timeout:g}s"
+            )
+        reason = f"step {step.name!r} took longer than its timeout of {timeout:g}s"
+        if not in_flight:
+            return StepReport(ok=False, reason=reason)
+        return await self._settle_timed_out_call(step, reason, in_flight, timeout)
 
     async def _settle_timed_out_call(
         self, step: Step, reason: str, in_flight: Mapping[str, Any], budget: float | None
@@ -521,15 +503,16 @@ class StepRunner:
             "coordinator.step": context.step,
         }
         with telemetry.span(f"execute_tool {tool.name}", attributes=attributes) as current:
-            report = await self._call_tool_retrying(tool, arguments, context, backoff)
+            report = await self._attempts(tool, arguments, context, backoff)
             current.set_attribute("coordinator.tool_calls", report.usage.tool_calls)
             if not report.ok:
                 telemetry.failed(current, report.reason or "failed")
             return report
 
-    async def _call_tool_retrying(
+    async def _attempts(
         self, tool: BaseTool, arguments: Mapping[str, Any], context: ToolCallContext, backoff: Backoff
     ) -> StepReport:
+        """The calls of :meth:`_call_tool`, retried with ``backoff``."""
         calls = 0
         reason = ""
         for attempt in range(1, backoff.max_attempts + 1):
@@ -539,7 +522,7 @@ class StepRunner:
                 if direct is not None:
                     output = await direct(arguments, context)
                 else:
-                    config = self.run_config(context.workflow_id, context.step, self._owner_of(context.step))
+                    config = self.run_config(context.workflow_id, context.step, self._agent_of[context.step])
                     config["configurable"] = context.as_config()["configurable"]
                     config["run_name"] = tool.name
                     output = await tool.ainvoke(dict(arguments), config=config)
@@ -570,9 +553,6 @@ class StepRunner:
             usage=Usage(tool_calls=calls),
             uncertain=True,  # only a timed-out step's settling reads this
         )
-
-    def _owner_of(self, step: str) -> str:
-        return next((s.agent for s in self.workflow.steps if s.name == step), "?")
 
 
 def _tracing_by_environment() -> bool:

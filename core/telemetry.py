@@ -47,23 +47,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_provider: trace.TracerProvider | None = None  # use_provider's override (tests)
+# One tracer for the process, asked for once: a proxy that follows the global provider
+# when an SDK installs one later. use_provider swaps in a test's own.
+_GLOBAL_TRACER = trace.get_tracer("agent_coordinator")
+_tracer_override: trace.Tracer | None = None
 
 
 def _tracer() -> trace.Tracer:
-    provider = _provider if _provider is not None else trace.get_tracer_provider()
-    return provider.get_tracer("agent_coordinator")
+    return _tracer_override if _tracer_override is not None else _GLOBAL_TRACER
 
 
 @contextlib.contextmanager
 def use_provider(provider: trace.TracerProvider) -> Iterator[None]:
     """Send this module's spans to ``provider`` inside the block (tests)."""
-    global _provider
-    previous, _provider = _provider, provider
+    global _tracer_override
+    previous, _tracer_override = _tracer_override, provider.get_tracer("agent_coordinator")
     try:
         yield
     finally:
-        _provider = previous
+        _tracer_override = previous
 
 
 @contextlib.contextmanager
@@ -119,13 +121,5 @@ def configure_from_environment(service: str, environ: Mapping[str, str] | None =
         return False
     provider = TracerProvider(resource=Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", service)}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    trace.set_tracer_provider(provider)  # the SDK flushes it at exit (its own atexit hook)
     return True
-
-
-def shutdown() -> None:
-    """Flush and stop the SDK provider :func:`configure_from_environment` installed."""
-    provider = trace.get_tracer_provider()
-    stop = getattr(provider, "shutdown", None)
-    if stop is not None:
-        stop()
