@@ -368,6 +368,8 @@ class Choreographer:
                     emitted = await handle_once(event)
             finally:
                 in_hand.discard(event.id)
+            if not log.isEnabledFor(logging.INFO):
+                return  # the line's fields are built for nothing on this hot path otherwise
             nxt = table[event.type]
             log.info(
                 "%s handled %s of %s: %s",

@@ -33,16 +33,17 @@ UNDOS = {"compensated", "compensation_failed"}
 
 class RunMetrics(Collector):
     """A collector over ``event_log`` for ``saga``'s workflow; ``status_of`` reads a
-    run's status from its last event, ``mode_of`` its mode from its run id. Set
-    ``dead_letters`` before a scrape (the bus is asked asynchronously)."""
+    run's status from its last event; a run its log has no record of counts in
+    ``default_mode``. Set ``dead_letters`` before a scrape (the bus is asked
+    asynchronously)."""
 
     def __init__(
-        self, event_log: SqlEventLog, saga: Saga, status_of: Callable[[Event], str], mode_of: Callable[[str], str]
+        self, event_log: SqlEventLog, saga: Saga, status_of: Callable[[Event], str], default_mode: str
     ) -> None:
         self.event_log = event_log
         self.saga = saga
         self.status_of = status_of
-        self.mode_of = mode_of
+        self.default_mode = default_mode
         self.dead_letters: int | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -53,8 +54,9 @@ class RunMetrics(Collector):
             labels=["workflow", "mode", "status"],
         )
         statuses: Counter[tuple[str, str]] = Counter()
+        modes = {record.run_id: record.mode for record in self.event_log.all_runs()}  # one read, not one per run
         for _subject, run_id, event in self.event_log.latest():
-            statuses[(self.mode_of(run_id), self.status_of(event))] += 1
+            statuses[(modes.get(run_id, self.default_mode), self.status_of(event))] += 1
         for (mode, status), count in sorted(statuses.items()):
             runs.add_metric([workflow, mode, status], count)
         yield runs

@@ -39,11 +39,12 @@ import json
 import logging
 import os
 import string
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -52,19 +53,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from agent_coordinator.core.errors import CoordinatorError, InvalidInput
-from agent_coordinator.core.eventlog import canonical_order
+from agent_coordinator.core.eventlog import RunRecord, canonical_order
 from agent_coordinator.core.events import Event
 from agent_coordinator.core.results import StepOutcome, Usage, WorkflowResult, WorkflowStatus
 from agent_coordinator.shell.metrics import RunMetrics
-
-if TYPE_CHECKING:
-    from agent_coordinator.shell.session import Session
+from agent_coordinator.shell.session import Session, status_of
 
 __all__ = ["ROLES", "TOKENS_ENV", "Token", "create_app", "drain", "parse_tokens", "tokens_from_environment"]
 
 log = logging.getLogger(__name__)
 
 TOKENS_ENV = "COORDINATOR_API_TOKENS"
+#: Idempotency-Keys a server remembers (the most recent ones).
+IDEMPOTENCY_KEYS = 100_000
 ROLES = ("viewer", "operator", "approver")
 DASHBOARD = Path(__file__).parent / "dashboard"
 
@@ -187,16 +188,18 @@ class Replayed(BaseModel):
 # -- the app -------------------------------------------------------------------------------
 
 
-def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
+def create_app(session: Session, tokens: list[Token]) -> FastAPI:
     """The ASGI app serving ``session``'s runs to the holders of ``tokens``."""
-    from agent_coordinator.shell.session import status_of
 
     coordinator = session.coordinator
     workflow = session.workflow_app.workflow
     saga = coordinator.saga
     event_log = session.event_log
     background: set[asyncio.Task[Any]] = set()
-    keyed: dict[str, str] = {}  # Idempotency-Key -> workflow id (this process)
+    # Idempotency-Key -> workflow id, the latest keys of this process (the workflow id
+    # itself is the durable identity; a key only adds the check that it is reused for
+    # the same input).
+    keyed: OrderedDict[str, str] = OrderedDict()
     bearer = HTTPBearer(auto_error=False)
 
     app = FastAPI(
@@ -237,8 +240,8 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
         background.add(task)
         task.add_done_callback(background.discard)
 
-    def summary(subject: str, run_id: str, event: Event) -> RunSummary:
-        record = event_log.run(run_id)
+    def summary(subject: str, run_id: str, event: Event, records: Mapping[str, RunRecord]) -> RunSummary:
+        record = records.get(run_id)
         status = status_of(event, session.workflow_app)
         return RunSummary(
             workflow_id=subject,
@@ -283,6 +286,9 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
         workflow_id = workflow.workflow_id(item)
         if idempotency_key is not None:
             first = keyed.setdefault(idempotency_key, workflow_id)
+            keyed.move_to_end(idempotency_key)
+            if len(keyed) > IDEMPOTENCY_KEYS:
+                keyed.popitem(last=False)
             if first != workflow_id:
                 raise HTTPException(409, f"Idempotency-Key already started run {first!r}, not {workflow_id!r}")
         logged = event_log.events(workflow_id)
@@ -307,7 +313,8 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> RunPage:
         """Every run the log knows, latest state first by workflow id; filtered."""
-        found = [summary(subject, run_id, event) for subject, run_id, event in event_log.latest()]
+        records = {record.run_id: record for record in event_log.all_runs()}  # one read, not one per run
+        found = [summary(subject, run_id, event, records) for subject, run_id, event in event_log.latest()]
         found = [
             r
             for r in found
@@ -445,7 +452,7 @@ def create_app(session: "Session", tokens: list[Token]) -> FastAPI:
         event_log,
         saga,
         status_of=lambda event: status_of(event, session.workflow_app),
-        mode_of=lambda run_id: record.mode if (record := event_log.run(run_id)) else session.options.mode,
+        default_mode=session.options.mode,
     )
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
