@@ -26,10 +26,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agent_coordinator.core.errors import CoordinatorError
 from agent_coordinator.core.eventlog import SqlEventLog
@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: The advisory lock every migration (and LangGraph's checkpoint setup) runs under.
 MIGRATION_LOCK = 0x61676E74_636F6F72 & 0x7FFFFFFFFFFFFFFF  # "agntcoor": a bigint, stable across versions
@@ -171,18 +173,17 @@ def migrate(url: str, migrations: Sequence[Migration], *, prefix: str = "coordin
     Raises :class:`CoordinatorError` when the database cannot be reached (naming it
     without its password) or a step fails (naming the component and version).
     """
+    wanted = {(m.component, m.version) for m in migrations}
+    with _connect(url) as conn:
+        if wanted <= _applied(conn, prefix):
+            return []  # the usual start-up: up to date, no lock to queue for
     with acquire_migration_lock(url) as conn, conn.transaction():
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (component TEXT NOT NULL, prefix TEXT NOT NULL, "
             "version INTEGER NOT NULL, applied TIMESTAMPTZ NOT NULL DEFAULT now(), "
             "PRIMARY KEY (component, prefix, version))"
         )
-        done = {
-            (component, version)
-            for component, version in conn.execute(
-                f"SELECT component, version FROM {VERSIONS_TABLE} WHERE prefix = %s", (prefix,)
-            ).fetchall()
-        }
+        done = _applied(conn, prefix)  # again, under the lock: another process may have just migrated
         applied = []
         for migration in sorted(migrations, key=lambda m: (m.component, m.version)):
             if (migration.component, migration.version) in done:
@@ -203,16 +204,22 @@ def migrate(url: str, migrations: Sequence[Migration], *, prefix: str = "coordin
     return applied
 
 
+def _applied(conn: Any, prefix: str) -> set[tuple[str, int]]:
+    """The (component, version) steps applied for ``prefix`` (none before the first)."""
+    if conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0] is None:
+        return set()
+    rows = conn.execute(f"SELECT component, version FROM {VERSIONS_TABLE} WHERE prefix = %s", (prefix,)).fetchall()
+    return {(component, version) for component, version in rows}
+
+
 def schema_versions(url: str, *, prefix: str = "coordinator_") -> dict[str, int]:
     """Each component's schema version at ``url`` (empty before any migration)."""
     with _connect(url) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (VERSIONS_TABLE,)).fetchone()[0]
-        if exists is None:
-            return {}
-        rows = conn.execute(
-            f"SELECT component, MAX(version) FROM {VERSIONS_TABLE} WHERE prefix = %s GROUP BY component", (prefix,)
-        ).fetchall()
-    return {component: version for component, version in rows}
+        applied = _applied(conn, prefix)
+    versions: dict[str, int] = {}
+    for component, version in applied:
+        versions[component] = max(version, versions.get(component, 0))
+    return versions
 
 
 class PostgresEventLog(SqlEventLog):
@@ -250,28 +257,27 @@ class PostgresEventLog(SqlEventLog):
         return sql.format(events=f"{self.prefix}events", runs=f"{self.prefix}runs").replace("?", "%s")
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        for attempt in (1, 2):
-            try:
-                with self._pool.connection() as conn:
-                    rows: list[tuple[Any, ...]] = conn.execute(self._sql(sql), params).fetchall()
-                    return rows
-            except self._errors:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        rows: list[tuple[Any, ...]] = self._twice(lambda conn: conn.execute(self._sql(sql), params).fetchall())
+        return rows
 
     def _write(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
-        # Every write here is idempotent (ON CONFLICT DO NOTHING), so a connection the
-        # server dropped under us is worth one more try on a fresh one.
-        for attempt in (1, 2):
-            try:
-                with self._pool.connection() as conn, conn.transaction():
-                    for sql, params in statements:
-                        conn.execute(self._sql(sql), params)
-                return
-            except self._errors:
-                if attempt == 2:
-                    raise
+        def write(conn: Any) -> None:
+            with conn.transaction():
+                for sql, params in statements:
+                    conn.execute(self._sql(sql), params)
+
+        self._twice(write)
+
+    def _twice(self, work: Callable[[Any], _T]) -> _T:
+        """``work(connection)``, once more on a fresh connection if the server dropped
+        the first: every read and write here is idempotent (writes are ON CONFLICT DO
+        NOTHING), and the pool replaces a broken connection when it comes back."""
+        try:
+            with self._pool.connection() as conn:
+                return work(conn)
+        except self._errors:
+            with self._pool.connection() as conn:
+                return work(conn)
 
     def close(self) -> None:
         self._pool.close()
